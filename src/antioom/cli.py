@@ -1,0 +1,290 @@
+"""The ``antioom`` command line: import, generate (serve and upload come with the server).
+
+Exit codes: 0 done (rows may have been rejected: see the summary), 1 internal error,
+2 bad options or configuration, 3 bad input, 4 database unreachable at start,
+5 database failed mid-import, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import threading
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Annotated, Any, Literal, NoReturn
+
+import typer
+
+from antioom.api import default_db, import_csv
+from antioom.engine.pipeline import DEFAULT_BATCH_SIZE
+from antioom.engine.progress import Heartbeat, ProgressEvent, Summary
+from antioom.engine.records import Dialect
+from antioom.engine.rejects import RejectsWriter
+from antioom.errors import AntioomError, ConfigError, InputError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Stream CSV files of any size into databases in flat memory.",
+    pretty_exceptions_enable=False,
+)
+SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """``100MB``, ``1.5GiB``, ``4096`` → bytes (K/M/G/T are powers of 1024)."""
+    match = SIZE.match(text)
+    if not match:
+        raise ConfigError(f"invalid size {text!r}: use e.g. 100MB, 1GB, 65536")
+    unit = (match.group(2) or "").lower()[:1]
+    return int(float(match.group(1)) * UNITS[unit])
+
+
+def fail(error: BaseException) -> NoReturn:
+    """Print a one-line error and exit with the error's code; never a traceback."""
+    if isinstance(error, AntioomError):
+        typer.echo(f"antioom: error: {error}", err=True)
+        raise typer.Exit(error.exit_code)
+    if isinstance(error, KeyboardInterrupt):
+        typer.echo("antioom: interrupted", err=True)
+        raise typer.Exit(130)
+    if os.environ.get("ANTIOOM_DEBUG"):
+        raise error
+    typer.echo(
+        f"antioom: internal error: {type(error).__name__}: {error} "
+        "(set ANTIOOM_DEBUG=1 for a traceback)",
+        err=True,
+    )
+    raise typer.Exit(1)
+
+
+@app.command("import")
+def import_command(
+    path: Annotated[str, typer.Argument(help="CSV file (plain, .gz or .zst), or - for stdin.")],
+    db: Annotated[
+        str | None, typer.Option(help="Database URL. [default: $ANTIOOM_DB_URL or sqlite:///antioom.db]")
+    ] = None,
+    dataset: Annotated[str | None, typer.Option(help="Declared dataset to import into.")] = None,
+    table: Annotated[
+        str | None, typer.Option(help="Import into this table; columns inferred from the file.")
+    ] = None,
+    datasets: Annotated[
+        Path | None,
+        typer.Option(envvar="ANTIOOM_DATASETS", help="TOML file declaring datasets."),
+    ] = None,
+    mode: Annotated[
+        str | None, typer.Option(help="insert or upsert (default: the dataset's mode).")
+    ] = None,
+    key: Annotated[str | None, typer.Option(help="Key columns, comma-separated.")] = None,
+    delimiter: Annotated[str, typer.Option(help="Field delimiter.")] = ",",
+    quote: Annotated[str, typer.Option(help="Quote character; empty for none.")] = '"',
+    escape: Annotated[str | None, typer.Option(help="Escape character (default: none).")] = None,
+    sniff: Annotated[bool, typer.Option("--sniff", help="Detect the delimiter.")] = False,
+    encoding: Annotated[str, typer.Option(help="Text encoding (any Python codec).")] = "utf-8",
+    no_header: Annotated[
+        bool, typer.Option("--no-header", help="The first line is data; needs --columns.")
+    ] = False,
+    columns: Annotated[
+        str | None, typer.Option(help="Column names, comma-separated (with --no-header).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Rows per batch/transaction.")] = (
+        DEFAULT_BATCH_SIZE
+    ),
+    max_record_bytes: Annotated[
+        str, typer.Option(help="Largest record accepted (CSV-bomb protection).")
+    ] = "1MiB",
+    max_columns: Annotated[int, typer.Option(help="Most columns accepted.")] = 10_000,
+    rejects: Annotated[
+        Path | None, typer.Option(help="Write rejected rows (with reasons) to this CSV file.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Import a CSV file into a database, streaming, in flat memory."""
+    try:
+        if mode not in (None, "insert", "upsert"):
+            raise ConfigError(f"invalid mode {mode!r}: use insert or upsert")
+        dialect = Dialect(
+            delimiter="\t" if delimiter == "\\t" else delimiter,
+            quote_char=quote or None,
+            escape_char=escape,
+            header=not no_header,
+            columns=_names(columns),
+            encoding=encoding,
+            sniff=sniff,
+            max_record_bytes=parse_size(max_record_bytes),
+            max_columns=max_columns,
+        )
+        mode_value: Literal["insert", "upsert"] | None = mode  # type: ignore[assignment]
+        summary = _run_import(
+            path,
+            db=db or default_db(),
+            dataset=dataset,
+            table=table,
+            datasets=datasets,
+            mode=mode_value,
+            key=_names(key),
+            dialect=dialect,
+            batch_size=batch_size,
+            rejects=rejects,
+            quiet=quiet or as_json,
+        )
+    except (AntioomError, KeyboardInterrupt) as error:
+        fail(error)
+    except Exception as error:
+        fail(error)
+    if as_json:
+        data = summary.to_dict()
+        typer.echo(json.dumps(data))
+    else:
+        _print_summary(summary, rejects)
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise ConfigError("expected comma-separated names")
+    return names
+
+
+def _run_import(
+    path: str,
+    *,
+    rejects: Path | None,
+    quiet: bool,
+    **options: Any,
+) -> Summary:
+    cancel = threading.Event()
+    with ExitStack() as stack:
+        on_reject = None
+        if rejects is not None:
+            try:
+                out = stack.enter_context(open(rejects, "w", newline="", encoding="utf-8"))
+            except OSError as exc:
+                raise ConfigError(f"cannot write rejects file {rejects}: {exc.strerror}") from None
+            on_reject = RejectsWriter(out).write
+        on_progress = None if quiet else stack.enter_context(_progress_display(path))
+        try:
+            return import_csv(
+                path, options.pop("db"), datasets_file=options.pop("datasets"),
+                on_progress=on_progress, on_reject=on_reject, cancel=cancel, **options,
+            )
+        except KeyboardInterrupt:
+            cancel.set()
+            raise
+
+
+class _progress_display:  # noqa: N801 - used like a function in a with statement
+    """A rich progress bar on a terminal; the seed's heartbeat log lines otherwise."""
+
+    def __init__(self, path: str) -> None:
+        self._total = None if path == "-" or not os.path.isfile(path) else os.path.getsize(path)
+        self._bar: Any = None
+        self._task: Any = None
+        self._heartbeat: Heartbeat | None = None
+
+    def __enter__(self) -> _progress_display:
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
+            self._bar = Progress(
+                TextColumn("[bold]importing"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TextColumn("{task.fields[rows]} rows, {task.fields[failed]} rejected"),
+                TextColumn("RSS {task.fields[rss]} MB"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=False,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("import", total=self._total, rows=0, failed=0, rss=0)
+        else:
+            logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+            self._heartbeat = Heartbeat()
+        return self
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if self._bar is not None:
+            self._bar.update(
+                self._task, completed=event.bytes, rows=event.processed, failed=event.failed,
+                rss=round(event.rss_mb),
+            )
+        elif self._heartbeat is not None:
+            self._heartbeat(event)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _print_summary(summary: Summary, rejects: Path | None) -> None:
+    typer.echo(
+        f"{summary.status}: {summary.processed} rows written to {summary.table}, "
+        f"{summary.failed} rejected, {summary.rows} read ({summary.bytes} bytes) in "
+        f"{summary.duration_s:.2f}s ({summary.rows_per_s:,.0f} rows/s, peak RSS "
+        f"{summary.peak_rss_mb:.0f} MB)"
+    )
+    if summary.failed:
+        where = f"all in {rejects}" if rejects else "use --rejects FILE for all of them"
+        typer.echo(f"rejected rows ({where}):")
+        for reject in summary.rejects[:5]:
+            column = f" [{reject.column}]" if reject.column else ""
+            typer.echo(f"  record {reject.record}{column}: {reject.reason}")
+
+
+@app.command()
+def generate(
+    out: Annotated[str, typer.Argument(help="Output file (.gz/.zst compress), or - for stdout.")],
+    size: Annotated[str | None, typer.Option(help="Target size, e.g. 100MB.")] = None,
+    rows: Annotated[int | None, typer.Option(help="Number of data rows.")] = None,
+    invalid_ratio: Annotated[
+        float, typer.Option(help="Share of rows that break the products rules.")
+    ] = 0.0,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same file).")] = 0,
+) -> None:
+    """Generate a products CSV (sku,name,price) like the seed's, fast."""
+    from antioom.generate import generate_products, open_output
+
+    try:
+        if (size is None) == (rows is None):
+            raise ConfigError("give exactly one of --size or --rows")
+        if not 0.0 <= invalid_ratio <= 1.0:
+            raise ConfigError("--invalid-ratio must be between 0 and 1")
+        try:
+            handle = open_output(out)
+        except OSError as exc:
+            raise InputError(f"cannot write {out}: {exc.strerror}") from None
+        with handle:
+            stats = generate_products(
+                handle,
+                rows=rows,
+                size_bytes=None if size is None else parse_size(size),
+                invalid_ratio=invalid_ratio,
+                seed=seed,
+            )
+    except Exception as error:
+        fail(error)
+    if out != "-":
+        typer.echo(f"wrote {out}: {stats.rows} rows ({stats.invalid_rows} invalid), {stats.bytes} bytes",
+                   err=True)
+
+
+def main() -> None:
+    app()

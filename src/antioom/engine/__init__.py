@@ -1,0 +1,1 @@
+"""The streaming engine: source → CSV records → validated rows → batches → sink."""

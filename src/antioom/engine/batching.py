@@ -1,0 +1,85 @@
+"""Batches: the unit of writing, committing and progress.
+
+Validated blocks (whatever size the parser produced) are re-cut into batches of at most
+``batch_size`` rows and about ``batch_bytes`` bytes. A batch carries its import id and sequence
+number so that a sink can commit each batch exactly once, even when several workers share an
+import, and knows the input record number of each of its rows for error reports.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from antioom.engine.records import record_at
+from antioom.engine.validate import Validated
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """Rows ``row_offset…`` of a batch come from a block starting at ``first_record``."""
+
+    row_offset: int
+    block_row: int
+    first_record: int
+    gaps: list[int]
+
+
+@dataclass
+class Batch:
+    """Typed, valid rows ready for a sink, and where they came from in the input."""
+
+    import_id: str
+    seq: int
+    table: pa.Table
+    segments: list[_Segment] = field(default_factory=list, repr=False)
+    payload: Any = field(default=None, repr=False)  # the sink's encoding, made off-thread
+
+    @property
+    def rows(self) -> int:
+        return int(self.table.num_rows)
+
+    def record_number(self, row: int) -> int:
+        """The 1-based input record number of row ``row`` of this batch."""
+        offsets = [segment.row_offset for segment in self.segments]
+        segment = self.segments[bisect.bisect_right(offsets, row) - 1]
+        block_row = segment.block_row + row - segment.row_offset
+        return record_at(segment.first_record, segment.gaps, block_row)
+
+
+def rebatch(
+    validated: Iterable[Validated], import_id: str, *, batch_size: int, batch_bytes: int
+) -> Iterator[Batch]:
+    """Cut a stream of validated blocks into batches (sequence numbers from 0)."""
+    seq = 0
+    pieces: list[pa.Table] = []
+    segments: list[_Segment] = []
+    rows = 0
+    size = 0
+    for block in validated:
+        table = block.table
+        row_bytes = max(1, table.nbytes // max(1, table.num_rows))
+        offset = 0
+        while offset < table.num_rows:
+            room = min(batch_size - rows, max(1, (batch_bytes - size) // row_bytes))
+            piece = table.slice(offset, room)
+            segments.append(_Segment(rows, offset, block.first_record, block.gaps))
+            pieces.append(piece)
+            rows += piece.num_rows
+            size += piece.num_rows * row_bytes
+            offset += piece.num_rows
+            if rows >= batch_size or size >= batch_bytes:
+                yield Batch(import_id, seq, _combine(pieces), segments)
+                seq += 1
+                pieces, segments, rows, size = [], [], 0, 0
+    if pieces:
+        yield Batch(import_id, seq, _combine(pieces), segments)
+
+
+def _combine(pieces: list[pa.Table]) -> pa.Table:
+    table = pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces)
+    return table.combine_chunks()

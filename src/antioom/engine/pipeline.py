@@ -1,0 +1,264 @@
+"""The one import pipeline, shared by the CLI, the server and the Python API.
+
+Two threads and one bounded queue::
+
+    parser thread:  bytes → CsvRecords → Validator → rebatch → sink.encode ─┐
+                                                          queue (maxsize 2) │
+    caller thread:  sink.write (one transaction per batch) → progress ◀─────┘
+
+Arrow's parser and the database driver both release the GIL, so parsing the next batch
+overlaps writing this one. The queue holds at most ``QUEUE_BATCHES`` batches: when the database
+is slow, the parser blocks on ``put``, stops reading, and the source (a file, or a network
+connection through :class:`~antioom.engine.source.ByteChannel`) is not read any further.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import pyarrow as pa
+
+from antioom.engine.batching import Batch, rebatch
+from antioom.engine.datasets import Dataset
+from antioom.engine.progress import Meter, ProgressEvent, Summary
+from antioom.engine.records import Block, CsvRecords, Dialect
+from antioom.engine.rejects import Reject
+from antioom.engine.source import CountingReader, decompressed
+from antioom.engine.validate import Validated, Validator, infer_dataset
+from antioom.errors import AntioomError, DatabaseLost, ImportCancelled, InputError
+from antioom.sinks.base import Sink
+
+QUEUE_BATCHES = 2
+DEFAULT_BATCH_SIZE = 20_000
+DEFAULT_BATCH_BYTES = 8 << 20
+INFER_SAMPLE_BLOCKS = 1
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to import into: a declared dataset, or a table whose columns are inferred."""
+
+    dataset: Dataset | None = None
+    table: str | None = None
+    mode: Literal["insert", "upsert"] | None = None
+    key: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Options:
+    dialect: Dialect = Dialect()
+    batch_size: int = DEFAULT_BATCH_SIZE
+    batch_bytes: int = DEFAULT_BATCH_BYTES
+    import_id: str | None = None
+
+
+class _End:
+    """Queue marker: the parser finished (``error`` set if it failed)."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+
+QueueItem = Batch | list[Reject] | _End
+
+
+def run_import(
+    source: CountingReader,
+    sink: Sink,
+    target: Target,
+    options: Options = Options(),
+    *,
+    on_progress: Callable[[ProgressEvent], None] | None = None,
+    on_reject: Callable[[Reject], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> Summary:
+    """Import ``source`` into ``sink``; returns the summary or raises an AntioomError.
+
+    A raised error carries the partial summary as ``error.summary`` (rows committed so far).
+    """
+    import_id = options.import_id or uuid.uuid4().hex
+    name = target.dataset.name if target.dataset else (target.table or "")
+    meter = Meter(Summary(import_id, "running", name, name))
+    cancel = cancel or threading.Event()
+    stop = threading.Event()
+    try:
+        records = CsvRecords(decompressed(source), options.dialect)
+        blocks = records.blocks(_included(records, target))
+        dataset, blocks = _resolve(target, records, blocks)
+        meter.summary.dataset = dataset.name
+        meter.summary.table = dataset.table
+        validator = Validator(dataset, _included(records, target, dataset))
+        sink.prepare(dataset)
+    except AntioomError as exc:
+        exc.summary = meter.finish("failed", str(exc))  # type: ignore[attr-defined]
+        raise
+    items: queue.Queue[QueueItem] = queue.Queue(maxsize=QUEUE_BATCHES)
+
+    def put(item: QueueItem) -> None:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def parse() -> None:
+        try:
+            for batch in rebatch(
+                _validated(blocks, validator, put, stop),
+                import_id,
+                batch_size=options.batch_size,
+                batch_bytes=options.batch_bytes,
+            ):
+                batch.payload = sink.encode(batch.table)
+                put(batch)
+                if stop.is_set():
+                    return
+            put(_End())
+        except BaseException as exc:  # handed to the caller's thread, which raises it
+            put(_End(exc))
+
+    parser = threading.Thread(target=parse, name=f"antioom-parse-{import_id[:8]}", daemon=True)
+    parser.start()
+    status: Literal["completed", "failed", "aborted"] = "failed"
+    try:
+        _consume(items, sink, meter, source, on_progress, on_reject, cancel)
+        status = "completed"
+    except ImportCancelled as exc:
+        status = "aborted"
+        exc.summary = meter.finish(status, str(exc))  # type: ignore[attr-defined]
+        raise
+    except AntioomError as exc:
+        if isinstance(exc, DatabaseLost):
+            exc.args = (f"{exc}; {meter.summary.processed} rows were committed before it",)
+        exc.summary = meter.finish(status, str(exc))  # type: ignore[attr-defined]
+        raise
+    finally:
+        stop.set()
+        parser.join()
+        records.close()
+        if on_progress is not None and status != "completed" and meter.summary.finished_at:
+            on_progress(meter.event())
+    summary = meter.finish("completed")
+    if on_progress is not None:
+        on_progress(meter.event())
+    return summary
+
+
+def _consume(
+    items: queue.Queue[QueueItem],
+    sink: Sink,
+    meter: Meter,
+    source: CountingReader,
+    on_progress: Callable[[ProgressEvent], None] | None,
+    on_reject: Callable[[Reject], None] | None,
+    cancel: threading.Event,
+) -> None:
+    summary = meter.summary
+    if on_progress is not None:
+        on_progress(meter.event())
+    while True:
+        if cancel.is_set():
+            raise ImportCancelled(f"import cancelled after {summary.processed} committed rows")
+        item = items.get()
+        if isinstance(item, _End):
+            if item.error is not None:
+                raise _as_user_error(item.error)
+            summary.bytes = source.bytes_read
+            return
+        if isinstance(item, list):
+            summary.rows += len(item)
+            for reject in item:
+                meter.rejected(reject)
+                if on_reject is not None:
+                    on_reject(reject)
+            continue
+        result = sink.write(item)
+        summary.batches += 1
+        summary.rows += item.rows
+        if not result.duplicate:
+            summary.processed += item.rows - len(result.errors)
+        for error in result.errors:
+            reject = Reject(record=item.record_number(error.row), column=None, reason=error.reason)
+            meter.rejected(reject)
+            if on_reject is not None:
+                on_reject(reject)
+        summary.bytes = source.bytes_read
+        if on_progress is not None:
+            on_progress(meter.event())
+
+
+def _validated(
+    blocks: Iterator[Block],
+    validator: Validator,
+    put: Callable[[QueueItem], None],
+    stop: threading.Event,
+) -> Iterator[Validated]:
+    """Validate blocks, sending their rejects ahead of the batches that follow them."""
+    for block in blocks:
+        if stop.is_set():
+            return
+        validated = validator.validate(block)
+        if validated.rejects:
+            put(validated.rejects)
+        yield validated
+
+
+def _included(records: CsvRecords, target: Target, dataset: Dataset | None = None) -> list[str]:
+    """The header columns to parse: the dataset's sources present in the header, or all."""
+    dataset = dataset or target.dataset
+    if dataset is None:
+        return list(records.header)
+    return [c.header for c in dataset.columns if c.header in records.header]
+
+
+def _resolve(
+    target: Target, records: CsvRecords, blocks: Iterator[Block]
+) -> tuple[Dataset, Iterator[Block]]:
+    """The dataset to import into, checked against the header before anything is written."""
+    duplicated = records.duplicates()
+    if target.dataset is not None:
+        dataset = target.dataset.with_options(mode=target.mode, key=target.key, table=target.table)
+        missing = [
+            c.header for c in dataset.columns if c.required and c.header not in records.header
+        ]
+        if missing:
+            raise InputError(
+                f"the header lacks required column(s) {', '.join(missing)} of dataset "
+                f"{dataset.name!r} (header: {', '.join(records.header)})"
+            )
+        clash = [c.header for c in dataset.columns if c.header in duplicated]
+        if clash:
+            raise InputError(f"column(s) {', '.join(clash)} appear more than once in the header")
+        return dataset, blocks
+    if duplicated:
+        raise InputError(f"column(s) {', '.join(duplicated)} appear more than once in the header")
+    assert target.table is not None
+    first = next(blocks, None)
+    if first is not None:
+        sample = first.batch
+    else:
+        schema = pa.schema([pa.field(name, pa.binary()) for name in records.header])
+        sample = pa.RecordBatch.from_pylist([], schema=schema)
+    dataset = infer_dataset(target.table, records.header, sample)
+    dataset = dataset.with_options(mode=target.mode, key=target.key)
+
+    def replay() -> Iterator[Block]:
+        if first is not None:
+            yield first
+        yield from blocks
+
+    return dataset, replay()
+
+
+def _as_user_error(error: BaseException) -> BaseException:
+    if isinstance(error, AntioomError):
+        return error
+    if isinstance(error, pa.ArrowInvalid):
+        return InputError(f"malformed CSV: {str(error).splitlines()[0]}")
+    return error

@@ -1,0 +1,63 @@
+"""Rejected rows: what was wrong, where, and the raw values, streamed out as they happen."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from typing import TextIO
+
+# Cells starting with these are run as formulas by spreadsheet programs (CSV injection).
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclass(frozen=True)
+class Reject:
+    """One rejected record. ``record`` is 1-based and excludes the header."""
+
+    record: int
+    column: str | None
+    reason: str
+    values: dict[str, str] = field(default_factory=dict)
+    line: int | None = None
+
+    def raw(self) -> str:
+        """The raw values as one CSV line, as they appeared in the input's columns."""
+        return ",".join(_csv_quote(value) for value in self.values.values())
+
+
+def _csv_quote(value: str) -> str:
+    if any(ch in value for ch in ',"\r\n'):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def neutralise_formula(cell: str) -> str:
+    """Prefix a cell that a spreadsheet would evaluate with a quote, so it stays text."""
+    return "'" + cell if cell.startswith(FORMULA_PREFIXES) else cell
+
+
+class RejectsWriter:
+    """Writes rejects as CSV (record, line, column, reason, raw) to a text stream."""
+
+    HEADER = ("record", "line", "column", "reason", "raw")
+
+    def __init__(self, out: TextIO, *, neutralise: bool = True) -> None:
+        self._out = out
+        self._writer = csv.writer(out)
+        self._neutralise = neutralise
+        self._writer.writerow(self.HEADER)
+
+    def write(self, reject: Reject) -> None:
+        cells = [
+            str(reject.record),
+            "" if reject.line is None else str(reject.line),
+            reject.column or "",
+            reject.reason,
+            reject.raw(),
+        ]
+        if self._neutralise:
+            cells = [neutralise_formula(cell) for cell in cells]
+        self._writer.writerow(cells)
+
+    def flush(self) -> None:
+        self._out.flush()

@@ -1,0 +1,38 @@
+"""Sinks: one module per database, chosen by the URL's scheme."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from antioom.errors import ConfigError
+from antioom.sinks.base import RowError, Sink, WriteResult
+
+__all__ = ["RowError", "Sink", "WriteResult", "open_sink", "redact"]
+
+SCHEMES = {
+    "sqlite": "antioom.sinks.sqlite:SQLiteSink",
+    "postgresql": "antioom.sinks.postgres:PostgresSink",
+    "postgres": "antioom.sinks.postgres:PostgresSink",
+}
+
+
+def open_sink(url: str) -> Sink:
+    """Connect to the database named by ``url`` (raises DatabaseUnavailable if unreachable)."""
+    scheme = urlsplit(url).scheme.split("+")[0]
+    target = SCHEMES.get(scheme)
+    if target is None:
+        known = ", ".join(sorted({s + "://" for s in SCHEMES}))
+        raise ConfigError(f"unsupported database URL {redact(url)!r}; supported: {known}")
+    module_name, class_name = target.split(":")
+    module = __import__(module_name, fromlist=[class_name])
+    sink: Sink = getattr(module, class_name)(url)
+    return sink
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url

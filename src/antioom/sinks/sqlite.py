@@ -1,0 +1,163 @@
+"""SQLite, the embedded default: ``sqlite:///relative/path.db`` or ``sqlite:////abs/path.db``.
+
+Rows are bound with ``executemany`` inside one transaction per batch, in WAL mode with
+``synchronous=NORMAL`` (a commit survives a process crash; the last commits may be lost on a
+power cut). Upsert is ``INSERT … ON CONFLICT DO UPDATE``, applied in input order, so the last
+occurrence of a key wins.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import pyarrow as pa
+
+from antioom.engine.batching import Batch
+from antioom.engine.datasets import UPDATED_AT, Dataset
+from antioom.errors import ConfigError, DatabaseLost, DatabaseUnavailable
+from antioom.sinks.base import LEDGER_TABLE, Sink, WriteResult, write_isolating
+
+SQL_TYPES = {
+    "string": "TEXT",
+    "integer": "INTEGER",
+    "float": "REAL",
+    "decimal": "TEXT",  # exact: SQLite has no decimal type, REAL would round
+    "boolean": "INTEGER",
+    "date": "TEXT",
+    "timestamp": "TEXT",
+}
+AS_TEXT = {"decimal", "date", "timestamp"}
+
+
+def sqlite_path(url: str) -> str:
+    """The file path of a ``sqlite:///`` URL (three slashes: relative; four: absolute)."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite" or parts.netloc:
+        raise ConfigError(f"invalid SQLite URL {url!r}: use sqlite:///path/to/file.db")
+    path = unquote(parts.path)[1:]
+    if not path:
+        raise ConfigError(f"invalid SQLite URL {url!r}: no file path")
+    return path
+
+
+class SQLiteSink(Sink):
+    def __init__(self, url: str) -> None:
+        path = sqlite_path(url)
+        if path != ":memory:" and not Path(path).resolve().parent.is_dir():
+            raise DatabaseUnavailable(f"cannot open SQLite database {path}: no such directory")
+        try:
+            self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.conn.execute("PRAGMA busy_timeout = 30000")
+            self.conn.execute("PRAGMA journal_mode = WAL")
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error as exc:
+            raise DatabaseUnavailable(f"cannot open SQLite database {path}: {exc}") from None
+        self.path = path
+
+    def prepare(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+        columns = [
+            f"{c.name} {SQL_TYPES[c.type]}{' NOT NULL' if c.required else ''}"
+            for c in dataset.columns
+        ]
+        if dataset.updated_at:
+            columns.append(f"{UPDATED_AT} TEXT")
+        if dataset.key:
+            columns.append(f"PRIMARY KEY ({', '.join(dataset.key)})")
+        try:
+            self.conn.execute(f"CREATE TABLE IF NOT EXISTS {dataset.table} ({', '.join(columns)})")
+            self.conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (import_id TEXT NOT NULL, "
+                "seq INTEGER NOT NULL, rows INTEGER NOT NULL, committed_at TEXT NOT NULL, "
+                "PRIMARY KEY (import_id, seq))"
+            )
+            existing = {row[1] for row in self.conn.execute(f"PRAGMA table_info({dataset.table})")}
+        except sqlite3.Error as exc:
+            raise DatabaseUnavailable(f"cannot prepare table {dataset.table}: {exc}") from None
+        wanted = [c.name for c in dataset.columns] + ([UPDATED_AT] if dataset.updated_at else [])
+        missing = [name for name in wanted if name not in existing]
+        if missing:
+            raise ConfigError(
+                f"table {dataset.table} exists without column(s) {', '.join(missing)}"
+            )
+
+    def encode(self, table: pa.Table) -> list[tuple[Any, ...]]:
+        columns = []
+        for column, values in zip(self.dataset.columns, table.columns, strict=True):
+            if column.type in AS_TEXT:
+                values = values.cast(pa.string())
+            columns.append(values.to_pylist())
+        return list(zip(*columns, strict=True))
+
+    def _insert_sql(self) -> str:
+        dataset = self.dataset
+        names = [c.name for c in dataset.columns]
+        values = ["?"] * len(names)
+        if dataset.updated_at:
+            names.append(UPDATED_AT)
+            values.append("'" + datetime.now(UTC).isoformat(timespec="milliseconds") + "'")
+        sql = f"INSERT INTO {dataset.table} ({', '.join(names)}) VALUES ({', '.join(values)})"
+        if dataset.mode == "upsert":
+            updates = [c.name for c in dataset.value_columns]
+            if dataset.updated_at:
+                updates.append(UPDATED_AT)
+            action = (
+                "DO UPDATE SET " + ", ".join(f"{n} = excluded.{n}" for n in updates)
+                if updates
+                else "DO NOTHING"
+            )
+            sql += f" ON CONFLICT ({', '.join(dataset.key)}) {action}"
+        return sql
+
+    def write(self, batch: Batch) -> WriteResult:
+        rows: list[tuple[Any, ...]] = batch.payload
+        if rows is None:
+            rows = self.encode(batch.table)
+        sql = self._insert_sql()
+        conn = self.conn
+
+        def write_range(start: int, stop: int) -> None:
+            conn.execute("SAVEPOINT antioom_rows")
+            try:
+                conn.executemany(sql, rows[start:stop])
+            except BaseException:
+                conn.execute("ROLLBACK TO antioom_rows")
+                raise
+            finally:
+                conn.execute("RELEASE antioom_rows")
+
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                claimed = conn.execute(
+                    f"INSERT OR IGNORE INTO {LEDGER_TABLE} VALUES (?, ?, ?, ?)",
+                    (batch.import_id, batch.seq, batch.rows, datetime.now(UTC).isoformat()),
+                ).rowcount
+                if not claimed:
+                    conn.execute("ROLLBACK")
+                    return WriteResult([], duplicate=True)
+                errors = write_isolating(len(rows), write_range, _row_error)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise DatabaseLost(f"SQLite failed: {exc}") from None
+        return WriteResult(errors)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _row_error(exc: Exception) -> str | None:
+    if not isinstance(exc, sqlite3.IntegrityError):
+        return None
+    message = str(exc)
+    if message.startswith("UNIQUE constraint failed"):
+        return "duplicate key (" + message.split(": ", 1)[-1] + ")"
+    return message
