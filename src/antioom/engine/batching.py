@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from antioom.engine.records import record_at
 from antioom.engine.validate import Validated
@@ -83,3 +84,20 @@ def rebatch(
 def _combine(pieces: list[pa.Table]) -> pa.Table:
     table = pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces)
     return table.combine_chunks()
+
+
+def keep_last(table: pa.Table, key: tuple[str, ...]) -> pa.Table:
+    """``table`` with only the last row of each key, in input order.
+
+    For sinks whose bulk upsert cannot touch a row twice in one statement (PostgreSQL's
+    ``ON CONFLICT DO UPDATE``): dropping the earlier occurrences gives "last one wins".
+    """
+    if len(key) == 1 and pc.count_distinct(table.column(key[0])).as_py() == table.num_rows:
+        return table
+    numbered = table.select(list(key)).append_column(
+        "antioom_row", pa.array(range(table.num_rows), pa.int64())
+    )
+    last = numbered.group_by(list(key)).aggregate([("antioom_row", "max")])
+    if last.num_rows == table.num_rows:
+        return table
+    return table.take(pc.sort_indices(last.column("antioom_row_max")))

@@ -195,7 +195,7 @@ class Validator:
         values = pc.utf8_trim_whitespace(raw) if column.trim else raw
         empty = pc.equal(pc.binary_length(values), 0)
         if _any(empty):
-            if column.required:
+            if column.required or column.name in self.dataset.key:
                 checks.append(_Check(column.name, "required value is missing", empty))
             values = pc.if_else(empty, _null_like(values), values)
         typed, bad_type = convert(values, column.type, target)

@@ -3,8 +3,9 @@
 Each batch is serialised to CSV by Arrow (in the parser thread) and sent with one
 ``COPY … FROM STDIN`` per batch, in one transaction with its ledger row. Plain inserts COPY
 straight into the table. Upserts and keyed inserts COPY into a temporary staging table first:
-upsert then runs ``INSERT … SELECT DISTINCT ON (key) … ORDER BY key, seq DESC ON CONFLICT DO
-UPDATE`` (the last occurrence in the batch wins, later batches win over earlier ones); a keyed
+upsert then runs ``INSERT … SELECT … ON CONFLICT DO
+UPDATE`` on rows that ``encode`` reduced to the last occurrence of each key (so the last
+occurrence in the file wins, within a batch and across batches); a keyed
 insert runs ``ON CONFLICT DO NOTHING RETURNING key`` and rejects the rows that did not land.
 """
 
@@ -18,7 +19,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 from psycopg import errors as pg_errors
 
-from antioom.engine.batching import Batch
+from antioom.engine.batching import Batch, keep_last
 from antioom.engine.datasets import UPDATED_AT, Column, Dataset
 from antioom.errors import ConfigError, DatabaseLost, DatabaseUnavailable
 from antioom.sinks.base import LEDGER_TABLE, RowError, Sink, WriteResult, write_isolating
@@ -81,8 +82,9 @@ class PostgresSink(Sink):
                 }
                 if self._staged:
                     staging = [f"{c.name} {sql_type(c)}" for c in dataset.columns]
+                    self.conn.execute(f"DROP TABLE IF EXISTS pg_temp.{STAGING_TABLE}")
                     self.conn.execute(
-                        f"CREATE TEMP TABLE IF NOT EXISTS {STAGING_TABLE} ({', '.join(staging)}, "
+                        f"CREATE TEMP TABLE {STAGING_TABLE} ({', '.join(staging)}, "
                         f"{SEQ} bigint GENERATED ALWAYS AS IDENTITY) ON COMMIT DELETE ROWS"
                     )
         except psycopg.OperationalError as exc:
@@ -97,6 +99,8 @@ class PostgresSink(Sink):
             )
 
     def encode(self, table: pa.Table) -> bytes:
+        if self.dataset.mode == "upsert":
+            table = keep_last(table, self.dataset.key)
         sink = pa.BufferOutputStream()
         pa_csv.write_csv(table, sink, CSV_WRITE)
         return bytes(sink.getvalue())
@@ -149,12 +153,10 @@ class PostgresSink(Sink):
                 if dataset.updated_at:
                     updates.append(f"{UPDATED_AT} = excluded.{UPDATED_AT}")
                 action = "DO UPDATE SET " + ", ".join(updates) if updates else "DO NOTHING"
-                cursor.execute(
+                cursor.execute(  # keys are unique: encode() kept each key's last row
                     f"INSERT INTO {dataset.table} ({names}{stamp}) "
-                    f"SELECT DISTINCT ON ({key}) {names}{now} FROM {STAGING_TABLE} "
-                    f"ORDER BY {key}, {SEQ} DESC ON CONFLICT ({key}) {action}"
+                    f"SELECT {names}{now} FROM {STAGING_TABLE} ON CONFLICT ({key}) {action}"
                 )
-                cursor.execute(f"TRUNCATE {STAGING_TABLE}")
                 return []
             cursor.execute(
                 f"INSERT INTO {dataset.table} ({names}{stamp}) "
@@ -162,7 +164,6 @@ class PostgresSink(Sink):
                 f"ON CONFLICT DO NOTHING RETURNING {key}"
             )
             landed = Counter(tuple(row) for row in cursor.fetchall())
-            cursor.execute(f"TRUNCATE {STAGING_TABLE}")
         return _refused_rows(table, dataset.key, landed)
 
     def close(self) -> None:

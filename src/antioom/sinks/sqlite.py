@@ -85,7 +85,11 @@ class SQLiteSink(Sink):
                 f"table {dataset.table} exists without column(s) {', '.join(missing)}"
             )
 
-    def encode(self, table: pa.Table) -> list[tuple[Any, ...]]:
+    def encode(self, table: pa.Table) -> None:
+        """Nothing ahead of time: Python row tuples are 5x the size of the Arrow batch, so
+        only the batch being written is ever converted (binding holds the GIL anyway)."""
+
+    def _rows(self, table: pa.Table) -> list[tuple[Any, ...]]:
         columns = []
         for column, values in zip(self.dataset.columns, table.columns, strict=True):
             if column.type in AS_TEXT:
@@ -114,9 +118,7 @@ class SQLiteSink(Sink):
         return sql
 
     def write(self, batch: Batch) -> WriteResult:
-        rows: list[tuple[Any, ...]] = batch.payload
-        if rows is None:
-            rows = self.encode(batch.table)
+        rows = self._rows(batch.table)
         sql = self._insert_sql()
         conn = self.conn
 

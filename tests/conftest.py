@@ -1,0 +1,175 @@
+"""Shared fixtures: real SQLite files, a real PostgreSQL schema per test, the real CLI.
+
+PostgreSQL comes from ``ANTIOOM_TEST_POSTGRES_URL``, else the local default below if it answers
+within two seconds; otherwise PostgreSQL tests are skipped, unless ``ANTIOOM_REQUIRE_SERVICES=1``
+(CI), in which case they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+# --------------------------------------------------------------------------- files and SQLite
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A fresh SQLite database file in the test's temporary directory."""
+    return f"sqlite:///{tmp_path / 'test.db'}"
+
+
+@pytest.fixture
+def write_csv(tmp_path: Path) -> Callable[..., Path]:
+    """``write_csv(content, name="data.csv")``: write bytes (or UTF-8 text) to a file."""
+
+    def write(content: bytes | str, name: str = "data.csv") -> Path:
+        path = tmp_path / name
+        path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+        return path
+
+    return write
+
+
+def fetch(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run a query against a ``sqlite:///`` or ``postgresql://`` URL and return all rows."""
+    if url.startswith("sqlite:"):
+        path = urlsplit(url).path[1:]
+        conn = sqlite3.connect(path)
+        try:
+            return conn.execute(sql.replace("%s", "?"), params).fetchall()
+        finally:
+            conn.close()
+    with psycopg.connect(url, connect_timeout=5) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+@pytest.fixture(name="fetch")
+def fetch_fixture() -> Callable[..., list[tuple[Any, ...]]]:
+    """``fetch(url, sql)``: the rows a query returns, from SQLite or PostgreSQL."""
+    return fetch
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def antioom_command() -> list[str]:
+    """The installed ``antioom`` console script next to this interpreter, or an equivalent."""
+    script = Path(sys.executable).parent / "antioom"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("antioom")
+    if found:
+        return [found]
+    return [sys.executable, "-c", "from antioom.cli import main; main()"]
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment without antioom settings that would change defaults."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANTIOOM_")}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def run_cli(tmp_path: Path) -> Callable[..., CliResult]:
+    """``run_cli(*args, input=b"...")``: run ``antioom ARGS`` in a subprocess (cwd tmp_path)."""
+
+    def run(*args: str | Path, input: bytes | None = None, timeout: float = 120) -> CliResult:
+        completed = subprocess.run(
+            [*antioom_command(), *map(str, args)],
+            input=input,
+            capture_output=True,
+            cwd=tmp_path,
+            env=clean_env(),
+            timeout=timeout,
+            check=False,
+        )
+        return CliResult(
+            completed.returncode,
+            completed.stdout.decode("utf-8", "replace"),
+            completed.stderr.decode("utf-8", "replace"),
+        )
+
+    return run
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def _services_required() -> bool:
+    return os.environ.get("ANTIOOM_REQUIRE_SERVICES") == "1"
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> str:
+    """The URL of a reachable PostgreSQL server, or skip (fail if services are required)."""
+    url = os.environ.get("ANTIOOM_TEST_POSTGRES_URL") or DEFAULT_PG_URL
+    try:
+        with psycopg.connect(url, connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        reason = f"PostgreSQL not reachable at {url}: {str(exc).strip().splitlines()[-1:]}"
+        if _services_required():
+            pytest.fail(reason + " (ANTIOOM_REQUIRE_SERVICES=1)")
+        pytest.skip(reason)
+    return url
+
+
+def _with_search_path(url: str, schema: str) -> str:
+    parts = urlsplit(url)
+    option = f"options=-csearch_path%3D{schema}"
+    query = f"{parts.query}&{option}" if parts.query else option
+    return urlunsplit(parts._replace(query=query))
+
+
+@pytest.fixture
+def pg_schema(pg_server_url: str) -> Iterator[str]:
+    """A fresh, empty schema for one test, dropped afterwards."""
+    schema = f"t_{uuid.uuid4().hex}"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield schema
+    finally:
+        with psycopg.connect(pg_server_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def pg_url(pg_server_url: str, pg_schema: str) -> str:
+    """A PostgreSQL URL whose unqualified tables live in the test's own schema."""
+    url = _with_search_path(pg_server_url, pg_schema)
+    with psycopg.connect(url) as conn:
+        current = conn.execute("SELECT current_schema()").fetchone()
+    assert current == (pg_schema,), "the search_path option did not select the test schema"
+    return url
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use PostgreSQL carry the ``postgres`` marker (``-m 'not postgres'``)."""
+    for item in items:
+        if "pg_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)

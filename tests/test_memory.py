@@ -1,0 +1,134 @@
+"""Flat memory: importing 200 MB costs (almost) no more memory than importing 10 MB.
+
+The CLI runs as a child process; its peak resident set size is the kernel's ``ru_maxrss`` from
+``os.wait4``, so nothing is sampled and nothing is missed. The products files are generated
+once per session (``antioom generate``, or a plain Python loop if that is unavailable).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import antioom_command, clean_env
+
+pytestmark = pytest.mark.slow
+
+# The README's target is 128 MB; this is loose on purpose for now and will be tightened.
+BUDGET_MB = 256
+# Going from 10 MB to 200 MB of input may cost at most this much more peak memory.
+GROWTH_MB = 16
+SIZES = {"10MB": 10 << 20, "200MB": 200 << 20}
+TIMEOUT_S = 240
+
+
+def _generate_with_python(path: Path, size: int) -> None:
+    """Fallback generator: the seed's rows, ``SKU-i,Product Name i,price``."""
+    with open(path, "wb") as out:
+        written = out.write(b"sku,name,price\n")
+        i = 1
+        while written < size:
+            chunk = "".join(
+                f"SKU-{n},Product Name {n},{(n * 7919) % 100000 / 100 + 1:.2f}\n"
+                for n in range(i, i + 10_000)
+            ).encode()
+            written += out.write(chunk[: size - written])
+            i += 10_000
+
+
+def _generate(path: Path, label: str) -> None:
+    result = subprocess.run(
+        [*antioom_command(), "generate", str(path), "--size", label],
+        capture_output=True,
+        env=clean_env(),
+        timeout=TIMEOUT_S,
+        check=False,
+    )
+    if result.returncode != 0 or not path.exists() or path.stat().st_size < SIZES[label] * 0.9:
+        _generate_with_python(path, SIZES[label])
+
+
+@pytest.fixture(scope="session")
+def products_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    directory = tmp_path_factory.mktemp("products")
+    files = {}
+    for label in SIZES:
+        files[label] = directory / f"products-{label}.csv"
+        _generate(files[label], label)
+    return files
+
+
+@dataclass
+class Measured:
+    code: int
+    peak_rss_mb: float
+    summary: dict[str, Any]
+    stderr: str
+    db: Path
+
+
+def _import_measuring_peak(csv_path: Path, directory: Path) -> Measured:
+    db = directory / f"{csv_path.stem}.db"
+    out, err = directory / f"{csv_path.stem}.out", directory / f"{csv_path.stem}.err"
+    command = [*antioom_command(), "import", str(csv_path), "--dataset", "products",
+               "--db", f"sqlite:///{db}", "--json"]  # fmt: skip
+    with open(out, "wb") as stdout, open(err, "wb") as stderr:
+        child = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=clean_env())
+        watchdog = threading.Timer(TIMEOUT_S, child.kill)
+        watchdog.start()
+        try:
+            _, status, usage = os.wait4(child.pid, 0)
+        finally:
+            watchdog.cancel()
+        child.returncode = os.waitstatus_to_exitcode(status)
+    text = out.read_text()
+    return Measured(
+        code=child.returncode,
+        peak_rss_mb=usage.ru_maxrss / 1024,  # KiB on Linux
+        summary=json.loads(text) if child.returncode == 0 and text.strip() else {},
+        stderr=err.read_text(),
+        db=db,
+    )
+
+
+@pytest.fixture(scope="session")
+def measured(
+    products_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Measured]:
+    directory = tmp_path_factory.mktemp("memory")
+    return {label: _import_measuring_peak(path, directory) for label, path in products_files.items()}
+
+
+def test_large_import_completes_every_row(measured, products_files, fetch):
+    large = measured["200MB"]
+    assert large.code == 0, large.stderr
+    summary = large.summary
+    assert summary["status"] == "completed"
+    assert summary["failed"] == 0
+    assert summary["processed"] == summary["rows"] > 4_000_000
+    assert summary["bytes"] == products_files["200MB"].stat().st_size
+    assert fetch(f"sqlite:///{large.db}", "SELECT count(*) FROM products") == [
+        (summary["processed"],)
+    ]
+
+
+def test_peak_memory_stays_within_the_budget(measured):
+    for label, result in measured.items():
+        assert result.code == 0, result.stderr
+        assert result.peak_rss_mb <= BUDGET_MB, f"{label}: peak {result.peak_rss_mb:.0f} MB"
+
+
+def test_peak_memory_does_not_grow_with_the_input(measured):
+    small, large = measured["10MB"], measured["200MB"]
+    assert small.code == large.code == 0
+    growth = large.peak_rss_mb - small.peak_rss_mb
+    assert growth <= GROWTH_MB, (
+        f"peak {small.peak_rss_mb:.0f} MB for 10 MB, {large.peak_rss_mb:.0f} MB for 200 MB"
+    )

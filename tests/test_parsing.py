@@ -1,0 +1,244 @@
+"""How CSV text becomes rows: quoting, line endings, encodings, compression, limits, dialects.
+
+Each test imports a small file into a real SQLite database with ``--table`` (columns inferred)
+and reads back what landed. Values are chosen so that inference keeps them text.
+"""
+
+from __future__ import annotations
+
+import gzip
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from antioom import InputError, Summary, import_csv
+from antioom.engine.records import Dialect
+
+Rows = list[tuple[Any, ...]]
+
+
+@pytest.fixture
+def load(
+    write_csv: Callable[..., Path], sqlite_url: str, fetch: Callable[..., Rows]
+) -> Callable[..., tuple[Summary, Rows]]:
+    """``load(content, **import_csv_kwargs)`` → (summary, rows of table ``t`` in file order)."""
+
+    def load(content: bytes | str, **kwargs: Any) -> tuple[Summary, Rows]:
+        kwargs.setdefault("table", "t")
+        summary = import_csv(write_csv(content), sqlite_url, **kwargs)
+        return summary, fetch(sqlite_url, f"SELECT * FROM {kwargs['table']} ORDER BY rowid")
+
+    return load
+
+
+# --------------------------------------------------------------------------- quoting
+
+
+def test_quoted_delimiter_stays_in_the_field(load):
+    _, rows = load('name,city\n"Smith, John",Paris\n')
+    assert rows == [("Smith, John", "Paris")]
+
+
+def test_newline_inside_quotes_stays_in_the_field(load):
+    _, rows = load('name,note\nann,"line one\nline two"\nbob,plain\n')
+    assert rows == [("ann", "line one\nline two"), ("bob", "plain")]
+
+
+def test_crlf_inside_quotes_is_kept_verbatim(load):
+    _, rows = load(b'name,note\r\nann,"one\r\ntwo"\r\n')
+    assert rows == [("ann", "one\r\ntwo")]
+
+
+def test_doubled_quotes_are_one_quote(load):
+    _, rows = load('name,quote\nann,"she said ""hi"""\n')
+    assert rows == [("ann", 'she said "hi"')]
+
+
+# --------------------------------------------------------------------------- line endings
+
+
+def test_crlf_line_endings(load):
+    _, rows = load(b"name,city\r\nann,paris\r\nbob,rome\r\n")
+    assert rows == [("ann", "paris"), ("bob", "rome")]
+
+
+def test_cr_only_line_endings(load):
+    _, rows = load(b"name,city\rann,paris\rbob,rome\r")
+    assert rows == [("ann", "paris"), ("bob", "rome")]
+
+
+def test_utf8_bom_is_not_part_of_the_first_column_name(load, sqlite_url, fetch):
+    _, rows = load(b"\xef\xbb\xbfname,city\nann,paris\n")
+    assert rows == [("ann", "paris")]
+    columns = [row[1] for row in fetch(sqlite_url, "PRAGMA table_info(t)")]
+    assert columns == ["name", "city"]
+
+
+def test_last_record_without_trailing_newline(load):
+    summary, rows = load("name,city\nann,paris\nbob,rome")
+    assert rows == [("ann", "paris"), ("bob", "rome")]
+    assert summary.rows == 2
+
+
+def test_blank_lines_are_skipped(load):
+    summary, rows = load("name,city\nann,paris\n\n\nbob,rome\n\n")
+    assert rows == [("ann", "paris"), ("bob", "rome")]
+    assert (summary.rows, summary.failed) == (2, 0)
+
+
+# --------------------------------------------------------------------------- ragged rows
+
+
+def test_rows_with_too_few_or_too_many_fields_are_rejected_with_their_record_number(load):
+    summary, rows = load("name,city\nann,paris\nbob\ncid,rome,extra\ndan,oslo\n")
+    assert rows == [("ann", "paris"), ("dan", "oslo")]
+    assert summary.status == "completed"
+    assert (summary.processed, summary.failed, summary.rows) == (2, 2, 4)
+    assert [(r.record, r.reason) for r in summary.rejects] == [
+        (2, "expected 2 fields, found 1"),
+        (3, "expected 2 fields, found 3"),
+    ]
+
+
+def test_record_numbers_count_records_not_lines(load):
+    """A quoted newline makes a record span two lines; blank lines are not records."""
+    summary, _ = load('name,note\nann,"two\nlines"\n\nbob\ncid,ok\n')
+    assert [r.record for r in summary.rejects] == [2]
+
+
+def test_ragged_row_keeps_its_raw_text(load):
+    summary, _ = load("name,city\nann,paris\nbob\n")
+    assert list(summary.rejects[0].values.values()) == ["bob"]
+
+
+# --------------------------------------------------------------------------- edge-sized inputs
+
+
+def test_header_only_imports_zero_rows(load):
+    summary, rows = load("name,city\n")
+    assert summary.status == "completed"
+    assert (summary.rows, summary.processed, summary.failed) == (0, 0, 0)
+    assert rows == []
+
+
+def test_empty_input_is_an_input_error(write_csv, sqlite_url):
+    with pytest.raises(InputError, match="empty"):
+        import_csv(write_csv(b""), sqlite_url, table="t")
+
+
+def test_wide_rows_with_2000_columns(load):
+    header = ",".join(f"c{i}" for i in range(2000))
+    lines = [",".join(f"r{row}v{i}" for i in range(2000)) for row in range(3)]
+    summary, rows = load(header + "\n" + "\n".join(lines) + "\n")
+    assert summary.processed == 3
+    assert rows[2][0] == "r2v0"
+    assert rows[2][1999] == "r2v1999"
+
+
+def test_more_columns_than_max_columns_is_an_input_error(load):
+    header = ",".join(f"c{i}" for i in range(20))
+    with pytest.raises(InputError, match="limit of 10"):
+        load(header + "\n", dialect=Dialect(max_columns=10))
+
+
+def test_huge_line_without_newline_fails_fast(load):
+    started = time.monotonic()
+    with pytest.raises(InputError, match="maximum record size"):
+        load(b"name\n" + b"x" * (20 << 20), dialect=Dialect(max_record_bytes=1 << 20))
+    assert time.monotonic() - started < 10
+
+
+def test_huge_header_without_newline_fails_fast(load):
+    started = time.monotonic()
+    with pytest.raises(InputError, match="maximum record size"):
+        load(b"x" * (20 << 20), dialect=Dialect(max_record_bytes=1 << 20))
+    assert time.monotonic() - started < 10
+
+
+# --------------------------------------------------------------------------- text and encodings
+
+
+def test_non_ascii_text_survives_exactly(load):
+    values = ("Crème brûlée", "東京都 渋谷区", "party 🎉🙂 time", "Ωmega ß ﬁ")
+    _, rows = load("a,b,c,d\n" + ",".join(values) + "\n")
+    assert rows == [values]
+
+
+def test_latin_1_with_encoding_option(load):
+    _, rows = load("name,city\nRené,Zürich\n".encode("latin-1"), dialect=Dialect(encoding="latin-1"))
+    assert rows == [("René", "Zürich")]
+
+
+def test_invalid_utf8_names_the_record(load):
+    with pytest.raises(InputError, match=r"record 2\b"):
+        load(b"name,city\nann,paris\nb\xffb,rome\n")
+
+
+def test_invalid_utf8_far_into_the_file_names_the_record(load):
+    good = "".join(f"name{i},city{i}\n" for i in range(10_000))
+    with pytest.raises(InputError, match=r"record 10001\b"):
+        load(("name,city\n" + good).encode() + b"b\xffb,rome\n")
+
+
+# --------------------------------------------------------------------------- compression
+
+
+def test_gzip_input_is_detected_by_its_magic_bytes(load):
+    summary, rows = load(gzip.compress(b"name,city\nann,paris\nbob,rome\n"))
+    assert rows == [("ann", "paris"), ("bob", "rome")]
+    assert summary.processed == 2
+
+
+def test_zstd_input_is_detected_by_its_magic_bytes(tmp_path, sqlite_url, fetch):
+    path = tmp_path / "data.csv.zst"
+    with pa.CompressedOutputStream(str(path), "zstd") as out:
+        out.write(b"name,city\nann,paris\nbob,rome\n")
+    import_csv(path, sqlite_url, table="t")
+    assert fetch(sqlite_url, "SELECT * FROM t ORDER BY rowid") == [("ann", "paris"), ("bob", "rome")]
+
+
+# --------------------------------------------------------------------------- dialects
+
+
+def test_no_header_with_column_names(load):
+    _, rows = load("ann,paris\nbob,rome\n", dialect=Dialect(header=False, columns=("name", "city")))
+    assert rows == [("ann", "paris"), ("bob", "rome")]
+
+
+def test_no_header_infers_types_from_more_than_the_first_row(load):
+    summary, rows = load("1,a\n2.5,b\n", dialect=Dialect(header=False, columns=("n", "name")))
+    assert summary.failed == 0
+    assert rows == [(1.0, "a"), (2.5, "b")]
+
+
+def test_semicolon_delimiter(load):
+    _, rows = load("name;city\nSmith, John;paris\n", dialect=Dialect(delimiter=";"))
+    assert rows == [("Smith, John", "paris")]
+
+
+def test_sniff_detects_semicolons(load):
+    _, rows = load("name;city\nann;paris\nbob;rome\n", dialect=Dialect(sniff=True))
+    assert rows == [("ann", "paris"), ("bob", "rome")]
+
+
+def test_fields_and_header_names_are_trimmed(load, sqlite_url, fetch):
+    _, rows = load(" name , city \n  ann  ,\tparis \n")
+    assert rows == [("ann", "paris")]
+    assert [row[1] for row in fetch(sqlite_url, "PRAGMA table_info(t)")] == ["name", "city"]
+
+
+def test_empty_fields_become_null(load):
+    _, rows = load("name,city\nann,\n,rome\n")
+    assert rows == [("ann", None), (None, "rome")]
+
+
+def test_stdin_input_via_the_cli(run_cli, sqlite_url, fetch):
+    result = run_cli(
+        "import", "-", "--table", "t", "--db", sqlite_url, input=b"name,city\nann,paris\n"
+    )
+    assert result.code == 0, result.stderr
+    assert fetch(sqlite_url, "SELECT * FROM t") == [("ann", "paris")]
