@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Literal
 
 from antioom.engine.datasets import Dataset, load_datasets
-from antioom.engine.pipeline import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE, Options, Target, run_import
+from antioom.engine.pipeline import (
+    DEFAULT_BATCH_BYTES,
+    DEFAULT_BATCH_SIZE,
+    Options,
+    Target,
+    run_import,
+)
 from antioom.engine.progress import ProgressEvent, Summary
 from antioom.engine.records import Dialect
 from antioom.engine.rejects import Reject

@@ -67,7 +67,8 @@ def fail(error: BaseException) -> NoReturn:
 def import_command(
     path: Annotated[str, typer.Argument(help="CSV file (plain, .gz or .zst), or - for stdin.")],
     db: Annotated[
-        str | None, typer.Option(help="Database URL. [default: $ANTIOOM_DB_URL or sqlite:///antioom.db]")
+        str | None,
+        typer.Option(help="Database URL. [default: $ANTIOOM_DB_URL or sqlite:///antioom.db]"),
     ] = None,
     dataset: Annotated[str | None, typer.Option(help="Declared dataset to import into.")] = None,
     table: Annotated[
@@ -170,18 +171,23 @@ def _run_import(
             except OSError as exc:
                 raise ConfigError(f"cannot write rejects file {rejects}: {exc.strerror}") from None
             on_reject = RejectsWriter(out).write
-        on_progress = None if quiet else stack.enter_context(_progress_display(path))
+        on_progress = None if quiet else stack.enter_context(ProgressDisplay(path))
         try:
             return import_csv(
-                path, options.pop("db"), datasets_file=options.pop("datasets"),
-                on_progress=on_progress, on_reject=on_reject, cancel=cancel, **options,
+                path,
+                options.pop("db"),
+                datasets_file=options.pop("datasets"),
+                on_progress=on_progress,
+                on_reject=on_reject,
+                cancel=cancel,
+                **options,
             )
         except KeyboardInterrupt:
             cancel.set()
             raise
 
 
-class _progress_display:  # noqa: N801 - used like a function in a with statement
+class ProgressDisplay:
     """A rich progress bar on a terminal; the seed's heartbeat log lines otherwise."""
 
     def __init__(self, path: str) -> None:
@@ -190,7 +196,7 @@ class _progress_display:  # noqa: N801 - used like a function in a with statemen
         self._task: Any = None
         self._heartbeat: Heartbeat | None = None
 
-    def __enter__(self) -> _progress_display:
+    def __enter__(self) -> ProgressDisplay:
         if sys.stderr.isatty():
             from rich.console import Console
             from rich.progress import (
@@ -223,7 +229,10 @@ class _progress_display:  # noqa: N801 - used like a function in a with statemen
     def __call__(self, event: ProgressEvent) -> None:
         if self._bar is not None:
             self._bar.update(
-                self._task, completed=event.bytes, rows=event.processed, failed=event.failed,
+                self._task,
+                completed=event.bytes,
+                rows=event.processed,
+                failed=event.failed,
                 rss=round(event.rss_mb),
             )
         elif self._heartbeat is not None:
@@ -282,8 +291,10 @@ def generate(
     except Exception as error:
         fail(error)
     if out != "-":
-        typer.echo(f"wrote {out}: {stats.rows} rows ({stats.invalid_rows} invalid), {stats.bytes} bytes",
-                   err=True)
+        typer.echo(
+            f"wrote {out}: {stats.rows} rows ({stats.invalid_rows} invalid), {stats.bytes} bytes",
+            err=True,
+        )
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import queue
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import pyarrow as pa
@@ -51,7 +51,7 @@ class Target:
 
 @dataclass(frozen=True)
 class Options:
-    dialect: Dialect = Dialect()
+    dialect: Dialect = field(default_factory=Dialect)
     batch_size: int = DEFAULT_BATCH_SIZE
     batch_bytes: int = DEFAULT_BATCH_BYTES
     import_id: str | None = None

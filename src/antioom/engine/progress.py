@@ -19,7 +19,7 @@ log = logging.getLogger("antioom")
 
 def rss_mb() -> float:
     """This process's resident set size in MiB."""
-    return round(_PROCESS.memory_info().rss / (1 << 20), 1)
+    return round(float(_PROCESS.memory_info().rss) / (1 << 20), 1)
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,7 @@ class Block:
     @property
     def records(self) -> int:
         """Records this block accounts for: parsed rows plus malformed ones."""
-        return self.batch.num_rows + len(self.malformed)
+        return int(self.batch.num_rows) + len(self.malformed)
 
     def record_number(self, row: int) -> int:
         """The 1-based record number of parsed row ``row`` of this block."""

@@ -86,7 +86,7 @@ def _null_like(values: pa.Array) -> pa.Scalar:
 def convert(
     values: pa.Array, column_type: ColumnType, target: pa.DataType
 ) -> tuple[pa.Array, pa.Array | None]:
-    """Convert non-null strings to ``target``; returns (typed values, mask of bad values or None)."""
+    """Convert non-null strings to ``target``: (typed values, mask of bad values or None)."""
     if column_type == "string":
         return values, None
     if column_type == "boolean":
