@@ -297,5 +297,51 @@ def generate(
         )
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    db: Annotated[
+        str | None, typer.Option(help="Database URL. [default: $ANTIOOM_DB_URL or sqlite:///antioom.db]")
+    ] = None,
+    datasets: Annotated[
+        str | None, typer.Option(envvar="ANTIOOM_DATASETS", help="TOML file declaring datasets.")
+    ] = None,
+) -> None:
+    """Run the HTTP service (streamed uploads, live progress, dashboard at /)."""
+    try:
+        import uvicorn
+
+        from antioom.server import Settings, create_app
+
+        overrides: dict[str, Any] = {}
+        if db:
+            overrides["db_url"] = db
+        if datasets:
+            overrides["datasets"] = datasets
+        settings = Settings(**overrides)
+        if not settings.keys and not _is_loopback(host):
+            raise ConfigError(
+                f"refusing to serve on {host} without an API key: anyone on the network could "
+                "write to your database. Set ANTIOOM_API_KEYS (or API_KEY), or bind 127.0.0.1"
+            )
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+        typer.echo(f"anti-oom dashboard: http://{host}:{port}/  (API docs: /docs)", err=True)
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    except Exception as error:
+        fail(error)
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def main() -> None:
     app()

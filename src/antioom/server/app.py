@@ -1,0 +1,451 @@
+"""The HTTP service: streamed CSV uploads into the engine, live progress, import records.
+
+``create_app()`` is a factory, so a team can mount anti-oom inside its own FastAPI or Starlette
+application. Uploads are never spooled: the body is read chunk by chunk from the ASGI receive
+channel and pushed into the engine's bounded :class:`ByteChannel`; while the channel is full
+the handler stops reading, the server's socket buffer fills, and TCP slows the client down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sse_starlette.sse import EventSourceResponse, ServerSentEvent
+from starlette.requests import ClientDisconnect
+
+from antioom.api import resolve_dataset
+from antioom.engine.pipeline import Options, Target, run_import
+from antioom.engine.progress import ProgressEvent, Summary, rss_mb
+from antioom.engine.rejects import Reject, RejectsWriter, neutralise_formula
+from antioom.engine.source import ByteChannel, CountingReader
+from antioom.errors import (
+    AntioomError,
+    ConfigError,
+    DatabaseUnavailable,
+    ImportCancelled,
+    InputError,
+)
+from antioom.server.guards import RateLimiter, check_token
+from antioom.server.live import FINAL, LiveImport, Registry
+from antioom.server.metrics import Metrics
+from antioom.server.settings import Settings
+from antioom.server.store import ImportStore, open_store
+from antioom.server.uploads import BodyDecoder, UnsupportedMediaType
+from antioom.sinks import open_sink
+
+IMPORT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+STATIC = Path(__file__).parent / "static"
+REJECT_FLUSH = 1000
+
+
+class UploadTooLarge(Exception):
+    """The body exceeded the configured maximum (HTTP 413)."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The anti-oom ASGI application."""
+    settings = settings or Settings()
+    registry = Registry(settings.max_concurrent_imports)
+    limiter = RateLimiter(settings.rate_limit_per_minute)
+    metrics = Metrics()
+    store_holder: dict[str, ImportStore] = {}
+
+    def store() -> ImportStore:
+        if "store" not in store_holder:
+            store_holder["store"] = open_store(settings.db_url)
+        return store_holder["store"]
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            await asyncio.to_thread(store)
+        except DatabaseUnavailable:
+            pass  # /health reports it; the store connects once the database is back
+        yield
+        for live in list(registry.imports.values()):
+            live.cancel.set()
+            live.channel.abandon()
+        if "store" in store_holder:
+            store_holder["store"].close()
+
+    app = FastAPI(
+        title="anti-oom",
+        version="0.1.0",
+        summary="Stream CSV uploads of any size into databases in flat memory.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.registry = registry
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": exc.detail}, exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return JSONResponse({"error": f"{where}: {first.get('msg')}"}, 400)
+
+    @app.exception_handler(DatabaseUnavailable)
+    async def database_down(request: Request, exc: DatabaseUnavailable) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, 503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, 500)
+
+    def guard_write(request: Request) -> None:
+        check_token(request, settings.keys)
+        limiter.check(request.client.host if request.client else "unknown")
+
+    def guard_read(request: Request) -> None:
+        limiter.check(request.client.host if request.client else "unknown")
+
+    def record_json(record: dict[str, Any]) -> dict[str, Any]:
+        record = dict(record)
+        record["rejects_url"] = f"/imports/{record['id']}/rejects"
+        return record
+
+    def summary_record(summary: Summary) -> dict[str, Any]:
+        data = summary.to_dict()
+        data["id"] = data.pop("import_id")
+        data.pop("rejects", None)
+        return record_json(data)
+
+    async def start_import(
+        request: Request, target: Target, dataset_label: str
+    ) -> tuple[int, dict[str, Any]]:
+        """Run one upload through the engine; returns (HTTP status, import record)."""
+        guard_write(request)
+        import_id = request.headers.get("x-import-id") or uuid.uuid4().hex
+        if not IMPORT_ID.match(import_id):
+            raise HTTPException(400, "X-Import-Id must be 1-64 letters, digits, '.', '_', '-'")
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > settings.max_upload_bytes:
+            raise HTTPException(413, f"upload larger than {settings.max_upload_bytes} bytes")
+        try:
+            decoder = BodyDecoder(request.headers.get("content-type", ""))
+        except UnsupportedMediaType as exc:
+            raise HTTPException(415, str(exc)) from None
+        except InputError as exc:
+            raise HTTPException(400, str(exc)) from None
+        if import_id in registry.imports or await asyncio.to_thread(store().exists, import_id):
+            raise HTTPException(409, f"import {import_id} already exists")
+        live = LiveImport(import_id, ByteChannel(settings.channel_bytes))
+        if not registry.try_start(live):
+            raise HTTPException(
+                503, "too many imports in progress, retry later", headers={"Retry-After": "5"}
+            )
+        metrics.in_flight.inc()
+        try:
+            return await run_upload(request, live, decoder, target, dataset_label)
+        finally:
+            registry.finish(import_id)
+            metrics.in_flight.dec()
+
+    async def run_upload(
+        request: Request,
+        live: LiveImport,
+        decoder: BodyDecoder,
+        target: Target,
+        dataset_label: str,
+    ) -> tuple[int, dict[str, Any]]:
+        sink = await asyncio.to_thread(open_sink, settings.db_url)
+        summary = Summary(live.id, "running", dataset_label, dataset_label)
+        summary.started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
+        await asyncio.to_thread(store().save, summary)
+        await registry.publish(live.id, event_state(summary_state(summary)))
+        engine = asyncio.create_task(asyncio.to_thread(run_engine, live, sink, target, dataset_label))
+        too_large = False
+        try:
+            received = 0
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > settings.max_upload_bytes:
+                    too_large = True
+                    raise UploadTooLarge
+                for piece in decoder.feed(chunk):
+                    await live.channel.send(piece)
+            decoder.finish()
+            live.channel.close()
+        except ImportCancelled:
+            pass  # the engine stopped first (bad input, DELETE); its summary says why
+        except ClientDisconnect:
+            live.channel.close(ImportCancelled("the client disconnected mid-upload"))
+        except UploadTooLarge:
+            live.channel.close(
+                ImportCancelled(f"upload larger than {settings.max_upload_bytes} bytes")
+            )
+        except InputError as exc:
+            live.channel.close(exc)
+        except BaseException as exc:
+            live.channel.close(ImportCancelled(f"upload failed: {type(exc).__name__}"))
+            raise
+        finally:
+            result: Summary = await engine
+            sink_close = asyncio.to_thread(sink.close)
+            await sink_close
+        metrics.observe(result)
+        await registry.publish(live.id, event_state(summary_state(result)))
+        record = summary_record(result)
+        if too_large:
+            return 413, {"error": f"upload larger than {settings.max_upload_bytes} bytes", **record}
+        if result.status == "failed":
+            return (503 if "database" in (result.error or "").lower() else 400), {
+                "error": result.error,
+                **record,
+            }
+        return 200, record
+
+    def run_engine(live: LiveImport, sink: Any, target: Target, dataset_label: str) -> Summary:
+        """The engine, in a worker thread. Always returns the (final, stored) summary."""
+        pending: list[Reject] = []
+        stored = 0
+
+        def flush() -> None:
+            nonlocal stored
+            room = settings.stored_rejects_per_import - stored
+            if room > 0 and pending:
+                store().add_rejects(live.id, pending[:room])
+                stored += min(room, len(pending))
+            pending.clear()
+
+        def on_reject(reject: Reject) -> None:
+            if stored + len(pending) < settings.stored_rejects_per_import:
+                pending.append(reject)
+            if len(pending) >= REJECT_FLUSH:
+                flush()
+
+        def on_progress(event: ProgressEvent) -> None:
+            flush()
+            registry.publish_threadsafe(live.id, event_state(event.to_dict(), dataset_label))
+
+        reader = CountingReader(live.channel)
+        try:
+            summary = run_import(
+                reader,
+                sink,
+                target,
+                Options(batch_size=settings.batch_size, import_id=live.id),
+                on_progress=on_progress,
+                on_reject=on_reject,
+                cancel=live.cancel,
+            )
+        except AntioomError as exc:
+            summary = getattr(exc, "summary", None) or Summary(live.id, "failed", "", "")
+            summary.error = str(exc)
+            if isinstance(exc, ImportCancelled):
+                summary.status = "aborted"
+        except Exception as exc:  # a bug: record it rather than leave the import "running"
+            summary = Summary(live.id, "failed", "", "", error=f"internal error: {exc!r}")
+        finally:
+            live.channel.abandon()
+        try:
+            flush()
+            store().save(summary)
+        except DatabaseUnavailable:
+            pass  # the database is gone: the response still tells the client what happened
+        return summary
+
+    def summary_state(summary: Summary) -> dict[str, Any]:
+        data = summary.to_dict()
+        data.pop("rejects", None)
+        return data
+
+    def event_state(data: dict[str, Any], dataset: str | None = None) -> dict[str, Any]:
+        """Progress as the seed's SSE clients expect it, plus our fields."""
+        return {
+            "id": data.get("import_id"),
+            "status": data.get("status"),
+            "dataset": dataset or data.get("dataset"),
+            "processed": data.get("processed", 0),
+            "failed": data.get("failed", 0),
+            "rows": data.get("rows", 0),
+            "bytes": data.get("bytes", 0),
+            "rows_per_s": data.get("rows_per_s", 0.0),
+            "memoryMB": data.get("rss_mb") or rss_mb(),
+            "timestamp": int(datetime.now(UTC).timestamp() * 1000),
+        }
+
+    def target_for(
+        dataset: str | None, table: str | None, mode: str | None, default_dataset: str | None
+    ) -> tuple[Target, str]:
+        if mode not in (None, "insert", "upsert"):
+            raise HTTPException(400, "mode must be insert or upsert")
+        mode_value: Literal["insert", "upsert"] | None = mode  # type: ignore[assignment]
+        if dataset is None and table is None:
+            dataset = default_dataset
+        try:
+            if dataset is not None:
+                found = resolve_dataset(dataset, settings.datasets)
+                return Target(dataset=found, mode=mode_value), found.name
+            if table is None:
+                raise ConfigError("choose a dataset (?dataset=NAME) or a table (?table=NAME)")
+            from antioom.engine.datasets import check_identifier
+
+            check_identifier(table, "table name")
+            return Target(table=table, mode=mode_value), table
+        except ConfigError as exc:
+            raise HTTPException(400, str(exc)) from None
+
+    @app.post("/imports", summary="Stream a CSV upload into the database", tags=["imports"])
+    async def create_import(
+        request: Request,
+        dataset: str | None = Query(None, description="dataset name"),
+        table: str | None = Query(None, description="table name (columns inferred)"),
+        mode: str | None = Query(None, description="insert or upsert"),
+    ) -> JSONResponse:
+        target, label = target_for(dataset, table, mode, None)
+        status, record = await start_import(request, target, label)
+        return JSONResponse(record, status)
+
+    @app.post("/upload", summary="The seed's upload endpoint (products dataset)", tags=["seed"])
+    async def upload(
+        request: Request, dataset: str | None = Query(None), mode: str | None = Query(None)
+    ) -> JSONResponse:
+        target, label = target_for(dataset, None, mode, "products")
+        status, record = await start_import(request, target, label)
+        if status != 200:
+            return JSONResponse(record, status)
+        stats = {"processed": record["processed"], "failed": record["failed"]}
+        return JSONResponse({"message": "Upload completed", "stats": stats, **record})
+
+    @app.get("/imports", summary="Imports, newest first", tags=["imports"])
+    async def list_imports(
+        request: Request,
+        limit: int = Query(50, ge=1, le=500),
+        offset: int = Query(0, ge=0),
+    ) -> dict[str, Any]:
+        guard_read(request)
+        records, total = await asyncio.to_thread(store().list, limit, offset)
+        return {"imports": [with_live(r) for r in records], "total": total, "limit": limit,
+                "offset": offset}
+
+    def with_live(record: dict[str, Any]) -> dict[str, Any]:
+        live = registry.imports.get(record["id"])
+        if live is not None and live.state:
+            record = {**record, **{k: live.state[k] for k in ("processed", "failed", "rows",
+                                                             "bytes", "rows_per_s")}}
+        return record_json(record)
+
+    async def get_record(import_id: str) -> dict[str, Any]:
+        record = await asyncio.to_thread(store().get, import_id)
+        if record is None:
+            raise HTTPException(404, f"no import {import_id}")
+        return record
+
+    @app.get("/imports/{import_id}", summary="One import", tags=["imports"])
+    async def get_import(request: Request, import_id: str) -> dict[str, Any]:
+        guard_read(request)
+        return with_live(await get_record(import_id))
+
+    @app.delete("/imports/{import_id}", summary="Cancel a running import", tags=["imports"])
+    async def cancel_import(request: Request, import_id: str) -> JSONResponse:
+        guard_write(request)
+        live = registry.imports.get(import_id)
+        if live is None:
+            record = await get_record(import_id)
+            raise HTTPException(409, f"import {import_id} is not running ({record['status']})")
+        live.cancel.set()
+        live.channel.abandon()
+        return JSONResponse({"id": import_id, "status": "cancelling"}, 202)
+
+    @app.get("/imports/{import_id}/rejects", summary="Rejected rows as CSV", tags=["imports"])
+    async def get_rejects(request: Request, import_id: str) -> StreamingResponse:
+        guard_read(request)
+        await get_record(import_id)
+
+        def lines() -> Iterator[str]:
+            buffer = io.StringIO()
+            writer = csv.writer(buffer)
+            writer.writerow(RejectsWriter.HEADER)
+            for row in store().rejects(import_id):
+                writer.writerow(["" if v is None else neutralise_formula(str(v)) for v in row])
+                if buffer.tell() > 64 << 10:
+                    yield buffer.getvalue()
+                    buffer.seek(0)
+                    buffer.truncate()
+            yield buffer.getvalue()
+
+        return StreamingResponse(
+            lines(),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{import_id}-rejects.csv"'},
+        )
+
+    @app.get("/imports/{import_id}/events", summary="SSE progress of one import", tags=["events"])
+    async def import_events(request: Request, import_id: str) -> EventSourceResponse:
+        guard_read(request)
+        live = registry.imports.get(import_id)
+        after = registry.seq
+        if live is None:
+            record = await get_record(import_id)
+            final = event_state({**record, "import_id": record["id"]})
+
+            async def finished() -> AsyncIterator[ServerSentEvent]:
+                yield sse(final)
+
+            return EventSourceResponse(finished())
+        current = dict(live.state)
+
+        async def stream() -> AsyncIterator[ServerSentEvent]:
+            yield sse(current)
+            if current.get("status") in FINAL:
+                return
+            async for state in registry.watch(
+                import_id, settings.progress_interval_s, after=after
+            ):
+                yield sse(state)
+
+        return EventSourceResponse(stream(), ping=15)
+
+    @app.get("/events", summary="The seed's global progress feed (SSE)", tags=["events"])
+    async def all_events(request: Request) -> EventSourceResponse:
+        guard_read(request)
+        after = registry.seq
+
+        async def stream() -> AsyncIterator[ServerSentEvent]:
+            async for state in registry.watch(None, settings.progress_interval_s, after=after):
+                yield ServerSentEvent(json.dumps(state))
+
+        return EventSourceResponse(stream(), ping=15)
+
+    def sse(state: dict[str, Any]) -> ServerSentEvent:
+        status = state.get("status")
+        return ServerSentEvent(json.dumps(state), event=status if status in FINAL else "progress")
+
+    @app.get("/health", summary="Liveness, database and memory", tags=["ops"])
+    async def health() -> JSONResponse:
+        memory = {"rss_mb": rss_mb(), "imports_in_flight": len(registry.imports)}
+        try:
+            await asyncio.to_thread(lambda: store().ping())
+        except DatabaseUnavailable as exc:
+            return JSONResponse(
+                {"status": "degraded", "db": "down", "error": str(exc), "memory": memory}, 503
+            )
+        return JSONResponse({"status": "ok", "db": "ok", "memory": memory})
+
+    @app.get("/metrics", summary="Prometheus metrics", tags=["ops"])
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    return app

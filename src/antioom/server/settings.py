@@ -1,0 +1,33 @@
+"""Server settings, from environment variables (``ANTIOOM_*``) and a ``.env`` file."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from antioom.api import DEFAULT_DB
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ANTIOOM_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    db_url: str = DEFAULT_DB
+    datasets: str | None = Field(default=None, description="datasets TOML file")
+    api_keys: str = Field(
+        default="",
+        validation_alias=AliasChoices("ANTIOOM_API_KEYS", "API_KEY", "api_keys"),
+        description="comma-separated bearer tokens; API_KEY (the seed's name) works too",
+    )
+    max_upload_bytes: int = 1 << 30
+    max_concurrent_imports: int = 4
+    rate_limit_per_minute: int = 100
+    batch_size: int = 50_000
+    channel_bytes: int = 4 << 20
+    stored_rejects_per_import: int = 10_000
+    progress_interval_s: float = 0.25
+
+    @property
+    def keys(self) -> list[str]:
+        return [key.strip() for key in self.api_keys.split(",") if key.strip()]
