@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 ## Generate a sample products file (if missing) and import it into SQLite with live progress.
@@ -24,9 +24,19 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/mypy
 
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+
+# pandas lives in its own venv: numpy beside pyarrow would inflate antioom's measured RSS.
+$(BENCH_STAMP): pyproject.toml
+	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet 'pandas>=2.2,<4' 'sqlalchemy>=2,<3' 'psycopg[binary]>=3.1,<4'
+	touch $(BENCH_STAMP)
+
 ## Side-by-side benchmark (10 MB and 100 MB); BENCH_ARGS=--large adds 1 GB.
-bench: $(STAMP)
+bench: $(STAMP) $(BENCH_STAMP)
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) antioom.db products.csv .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) antioom.db products.csv .pytest_cache .mypy_cache .ruff_cache

@@ -394,9 +394,20 @@ def antioom_command(data: DataFile, db_url: str, dataset: str) -> list[str]:
     return [*command, "--json"]
 
 
+def pandas_python() -> str:
+    """pandas runs from its own venv (``make bench`` creates .venv-bench), so that numpy and
+    pandas are not installed beside antioom: pyarrow imports numpy whenever it can, which
+    would add ~11 MB to antioom's measured RSS that a production install does not have."""
+    override = os.environ.get("PANDAS_PYTHON")
+    if override:
+        return override
+    bench_python = REPO / ".venv-bench" / "bin" / "python"
+    return str(bench_python) if bench_python.exists() else sys.executable
+
+
 def pandas_command(data: DataFile, kind: str, target: str) -> list[str]:
     return [
-        sys.executable,
+        pandas_python(),
         str(Path(__file__).resolve()),
         "--pandas-worker",
         kind,

@@ -163,9 +163,14 @@ def _consume(
     if on_progress is not None:
         on_progress(meter.event())
     while True:
+        try:
+            item = items.get(timeout=0.2)
+        except queue.Empty:
+            item = None
         if cancel.is_set():
             raise ImportCancelled(f"import cancelled after {summary.processed} committed rows")
-        item = items.get()
+        if item is None:
+            continue
         if isinstance(item, _End):
             if item.error is not None:
                 raise _as_user_error(item.error)

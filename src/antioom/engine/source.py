@@ -178,8 +178,10 @@ class ByteChannel:
 
     def read(self, size: int = -1, /) -> bytes:
         with self._cond:
-            while not self._chunks and not self._eof:
+            while not self._chunks and not self._eof and not self._abandoned:
                 self._cond.wait()
+            if self._abandoned:
+                raise ImportCancelled("the import was cancelled")
             if self._error is not None and not self._chunks:
                 raise self._error
             if not self._chunks:
