@@ -1,4 +1,4 @@
-"""The ``antioom`` command line: import, generate (serve and upload come with the server).
+"""The ``antioom`` command line: import, generate, serve, and upload (to a server).
 
 Exit codes: 0 done (rows may have been rejected: see the summary), 1 internal error,
 2 bad options or configuration, 3 bad input, 4 database unreachable at start,
@@ -302,7 +302,8 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
     db: Annotated[
-        str | None, typer.Option(help="Database URL. [default: $ANTIOOM_DB_URL or sqlite:///antioom.db]")
+        str | None,
+        typer.Option(help="Database URL. [default: $ANTIOOM_DB_URL or sqlite:///antioom.db]"),
     ] = None,
     datasets: Annotated[
         str | None, typer.Option(envvar="ANTIOOM_DATASETS", help="TOML file declaring datasets.")
@@ -330,6 +331,131 @@ def serve(
         uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
     except Exception as error:
         fail(error)
+
+
+@app.command()
+def upload(
+    path: Annotated[
+        str, typer.Argument(help="CSV file (.gz/.zst are sent as they are), or - for stdin.")
+    ],
+    url: Annotated[str, typer.Option(help="The server's base URL, e.g. http://127.0.0.1:8000.")],
+    token: Annotated[
+        str | None, typer.Option(envvar="ANTIOOM_TOKEN", help="API key (Bearer token).")
+    ] = None,
+    dataset: Annotated[str | None, typer.Option(help="Declared dataset to import into.")] = None,
+    table: Annotated[
+        str | None, typer.Option(help="Import into this table; columns inferred from the file.")
+    ] = None,
+    mode: Annotated[
+        str | None, typer.Option(help="insert or upsert (default: the dataset's mode).")
+    ] = None,
+    compress: Annotated[
+        bool, typer.Option("--gzip", help="Compress on the fly (gzip) while sending.")
+    ] = False,
+    import_id: Annotated[
+        str | None, typer.Option(help="Import ID (default: a random one).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Stream a CSV file to an anti-oom server and print the import's summary."""
+    from antioom.client import upload_file
+
+    try:
+        with ExitStack() as stack:
+            on_progress = None
+            if not (quiet or as_json):
+                on_progress = stack.enter_context(UploadProgress(path))
+            record = upload_file(
+                path,
+                url,
+                token=token,
+                dataset=dataset,
+                table=table,
+                mode=mode,
+                compress=compress,
+                import_id=import_id,
+                on_progress=on_progress,
+            )
+    except (AntioomError, KeyboardInterrupt) as error:
+        fail(error)
+    except Exception as error:
+        fail(error)
+    if as_json:
+        typer.echo(json.dumps(record))
+    else:
+        _print_upload_summary(record, url)
+
+
+class UploadProgress:
+    """Bytes sent: a rich progress bar on a terminal, a line every few seconds otherwise."""
+
+    def __init__(self, path: str) -> None:
+        self._total = None if path == "-" or not os.path.isfile(path) else os.path.getsize(path)
+        self._bar: Any = None
+        self._task: Any = None
+        self._last = 0.0
+
+    def __enter__(self) -> UploadProgress:
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("uploading", total=self._total)
+        return self
+
+    def __call__(self, sent: int) -> None:
+        if self._bar is not None:
+            done = sent == self._total
+            self._bar.update(
+                self._task,
+                completed=sent,
+                description="sent, the server is committing" if done else "uploading",
+            )
+            return
+        import time
+
+        now = time.monotonic()
+        if now - self._last >= 5.0 or sent == self._total:
+            self._last = now
+            share = f" of {self._total / (1 << 20):.1f} MiB" if self._total else ""
+            percent = f" ({100 * sent / self._total:.0f}%)" if self._total else ""
+            typer.echo(f"[Upload] sent {sent / (1 << 20):.1f} MiB{share}{percent}", err=True)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _print_upload_summary(record: dict[str, Any], url: str) -> None:
+    typer.echo(
+        f"{record.get('status')}: {record.get('processed', 0)} rows written to "
+        f"{record.get('table') or record.get('dataset')}, {record.get('failed', 0)} rejected, "
+        f"{record.get('rows', 0)} read ({record.get('bytes', 0)} bytes) in "
+        f"{float(record.get('duration_s') or 0):.2f}s "
+        f"({float(record.get('rows_per_s') or 0):,.0f} rows/s, peak server RSS "
+        f"{float(record.get('peak_rss_mb') or 0):.0f} MB)"
+    )
+    typer.echo(f"import {record.get('id')}")
+    if record.get("failed") and record.get("rejects_url"):
+        base = url.rstrip("/").removesuffix("/imports")
+        typer.echo(f"rejected rows: {base}{record['rejects_url']}")
 
 
 def _is_loopback(host: str) -> bool:

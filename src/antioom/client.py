@@ -1,0 +1,199 @@
+"""Upload a CSV file to an anti-oom server, streaming: the file is never read whole.
+
+The body is a generator of 1 MiB chunks sent as a raw ``text/csv`` request (or, with
+``compress=True``, gzip-compressed on the fly and sent as ``application/gzip``), so the client
+runs in flat memory too, and the server's backpressure slows it down through TCP.
+
+Errors are :class:`~antioom.errors.AntioomError` subclasses carrying the CLI exit code:
+:class:`UploadRejected` (2) for an HTTP 4xx, :class:`ServerUnavailable` (4) when the server
+cannot be reached or answers 503, :class:`UploadFailed` (1) otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+import zlib
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+import httpx
+
+from antioom.errors import AntioomError, ConfigError, InputError
+
+CHUNK_BYTES = 1 << 20
+ProgressCallback = Callable[[int], None]
+
+
+class UploadError(AntioomError):
+    """An upload that did not complete; ``record`` is the server's import record, if any."""
+
+    def __init__(self, message: str, record: dict[str, Any] | None = None) -> None:
+        super().__init__(" ".join(message.split()))  # one line, whatever the server said
+        self.record = record
+
+
+class UploadRejected(UploadError):
+    """The server refused the upload (HTTP 4xx): bad token, bad options, bad input."""
+
+    exit_code = 2
+
+
+class ServerUnavailable(UploadError):
+    """The server could not be reached, or is unavailable (HTTP 503)."""
+
+    exit_code = 4
+
+
+class UploadFailed(UploadError):
+    """Anything else: a server error, a lost connection, an aborted import."""
+
+    exit_code = 1
+
+
+def upload_file(
+    path: str,
+    url: str,
+    *,
+    token: str | None = None,
+    dataset: str | None = None,
+    table: str | None = None,
+    mode: str | None = None,
+    compress: bool = False,
+    import_id: str | None = None,
+    on_progress: ProgressCallback | None = None,
+    timeout: float = 10.0,
+) -> dict[str, Any]:
+    """Stream ``path`` (or stdin for ``-``) to ``url`` and return the server's import record.
+
+    ``url`` is the server's base URL (``http://host:8000``) or its ``/imports`` endpoint.
+    ``on_progress`` receives the number of file bytes read (and handed to the connection) so far.
+    ``timeout`` bounds connecting; the upload itself and the wait for the import's end do not
+    time out (the server answers once the last batch is committed).
+    """
+    if dataset is not None and table is not None:
+        raise ConfigError("give --dataset or --table, not both")
+    if dataset is None and table is None:
+        raise ConfigError("choose a dataset (--dataset NAME) or a table (--table NAME)")
+    if mode not in (None, "insert", "upsert"):
+        raise ConfigError(f"invalid mode {mode!r}: use insert or upsert")
+    endpoint = imports_url(url)
+    params = {
+        name: value
+        for name, value in (("dataset", dataset), ("table", table), ("mode", mode))
+        if value is not None
+    }
+    headers = {
+        "Content-Type": "application/gzip" if compress else "text/csv",
+        "X-Import-Id": import_id or uuid.uuid4().hex,
+        "User-Agent": "antioom-upload",
+    }
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+
+    source = _open_source(path)
+    try:
+        size = _regular_file_size(source)
+        if size is not None and not compress:
+            headers["Content-Length"] = str(size)  # lets the server refuse a too-large file early
+        body = _chunks(source, on_progress)
+        if compress:
+            body = _gzip(body)
+        limits = httpx.Timeout(timeout, read=None, write=None)
+        try:
+            with httpx.Client(timeout=limits) as client:
+                response = client.post(endpoint, params=params, content=body, headers=headers)
+        except httpx.ConnectError as exc:
+            raise ServerUnavailable(f"cannot connect to {endpoint}: {_reason(exc)}") from None
+        except httpx.TimeoutException as exc:
+            raise ServerUnavailable(f"timed out connecting to {endpoint}: {_reason(exc)}") from None
+        except httpx.InvalidURL as exc:
+            raise ConfigError(f"invalid URL {url!r}: {exc}") from None
+        except httpx.TransportError as exc:
+            raise UploadFailed(f"connection to {endpoint} lost: {_reason(exc)}") from None
+        except OSError as exc:  # reading the file failed mid-way
+            raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    finally:
+        if source is not sys.stdin.buffer:
+            source.close()
+    return _result(response)
+
+
+def imports_url(url: str) -> str:
+    """The ``/imports`` endpoint for a server's base URL (or the endpoint itself)."""
+    url = url.strip()
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"invalid URL {url!r}: use http://host:port or https://host")
+    base = url.rstrip("/")
+    return base if base.endswith("/imports") else f"{base}/imports"
+
+
+def _open_source(path: str) -> IO[bytes]:
+    if path == "-":
+        return sys.stdin.buffer
+    try:
+        return open(path, "rb")  # closed by upload_file
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _regular_file_size(source: IO[bytes]) -> int | None:
+    try:
+        stat = os.fstat(source.fileno())
+    except (OSError, ValueError):
+        return None
+    import stat as stat_module
+
+    return stat.st_size if stat_module.S_ISREG(stat.st_mode) else None
+
+
+def _chunks(source: IO[bytes], on_progress: ProgressCallback | None) -> Iterator[bytes]:
+    sent = 0
+    while True:
+        chunk = source.read(CHUNK_BYTES)
+        if not chunk:
+            return
+        yield chunk
+        sent += len(chunk)  # the connection asked for the next chunk: this one is sent
+        if on_progress is not None:
+            on_progress(sent)
+
+
+def _gzip(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 31)  # wbits=31: gzip container
+    for chunk in chunks:
+        out = compressor.compress(chunk)
+        if out:
+            yield out
+    yield compressor.flush()
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[-1] if text else type(exc).__name__
+
+
+def _result(response: httpx.Response) -> dict[str, Any]:
+    """The import record on success; the matching error (with the server's message) otherwise."""
+    try:
+        data = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = None
+    if not isinstance(data, dict):
+        first = response.text.strip().splitlines()[:1]
+        data = {"error": first[0][:200] if first else response.reason_phrase}
+    status = response.status_code
+    if status < 300:
+        if data.get("status") in ("failed", "aborted"):
+            reason = data.get("error") or data["status"]
+            raise UploadFailed(f"import {data.get('id', '?')} {data['status']}: {reason}", data)
+        return data
+    message = f"HTTP {status}: {data.get('error') or response.reason_phrase}"
+    record = data if "id" in data else None
+    if status == 503:
+        raise ServerUnavailable(message, record)
+    if 400 <= status < 500:
+        raise UploadRejected(message, record)
+    raise UploadFailed(message, record)

@@ -1,0 +1,161 @@
+"""The dashboard at ``/`` in a real headless Chromium: upload a file, watch it complete live.
+
+Needs Playwright for Python and a system Chromium (Debian: ``apt-get install chromium``); the
+browser is never downloaded. Without them the test is skipped, unless
+``ANTIOOM_REQUIRE_SERVICES=1`` (CI), in which case it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+from conftest import antioom_command, clean_env
+from server_helpers import Served, serve
+
+ROWS = 200_000
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def chromium_path() -> str | None:
+    for candidate in (os.environ.get("ANTIOOM_CHROMIUM"), "/usr/bin/chromium"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def unavailable(reason: str) -> NoReturn:
+    if os.environ.get("ANTIOOM_REQUIRE_SERVICES") == "1":
+        pytest.fail(reason + " (ANTIOOM_REQUIRE_SERVICES=1)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("Playwright for Python is not installed (pip install -e '.[dev]')")
+    executable = chromium_path()
+    if executable is None:
+        unavailable("Chromium is not installed (apt-get install -y chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable, args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Served]:
+    with serve(tmp_path) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def products_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("dashboard") / "products.csv"
+    subprocess.run(
+        [*antioom_command(), "generate", str(path), "--rows", str(ROWS)],
+        check=True,
+        capture_output=True,
+        env=clean_env(),
+        timeout=120,
+    )
+    return path
+
+
+def test_upload_from_the_dashboard(browser: Any, server: Served, products_file: Path) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    try:
+        page.goto(server.url + "/")
+        page.wait_for_selector('#feed-status[data-state="ok"]', timeout=10_000)
+        assert page.locator("#docs-link").get_attribute("href") == "/docs"
+        assert page.locator("#target-name").input_value() == "products"
+        assert page.get_by_label("API key").count() == 1
+
+        page.set_input_files("#file-input", str(products_file))
+        assert products_file.name in page.locator("#file-name").inner_text()
+        page.click("#upload-button")
+
+        page.wait_for_selector("#upload-status[data-import-id]", timeout=5_000)
+        import_id = page.locator("#upload-status").get_attribute("data-import-id")
+        assert import_id
+        row = page.locator(f'tr[data-testid="import-row"][data-import-id="{import_id}"]')
+        row.wait_for(timeout=5_000)
+        page.wait_for_selector(
+            f'tr[data-import-id="{import_id}"][data-status="completed"]', timeout=120_000
+        )
+        progress = row.locator('[data-testid="import-progress"]')
+        page.wait_for_function(
+            "el => el.dataset.percent === '100'", arg=progress.element_handle(), timeout=5_000
+        )
+        assert row.locator('[data-testid="import-status"]').inner_text().lower() == "completed"
+        assert "100 %" in row.locator('[data-testid="import-progress-text"]').inner_text()
+        shown = row.locator('[data-testid="import-processed"]').inner_text()
+        assert int(re.sub(r"\D", "", shown)) == ROWS
+        assert row.locator('[data-testid="import-failed"]').get_attribute("data-value") == "0"
+        rejects = row.locator('[data-testid="import-rejects"]').get_attribute("href")
+        assert rejects == f"/imports/{import_id}/rejects"
+        assert row.locator('[data-testid="import-cancel"]').is_hidden()
+        assert page.locator("#upload-progress").get_attribute("data-percent") == "100"
+        page.wait_for_selector('#upload-status[data-kind="ok"]', timeout=10_000)
+
+        # The RSS chart has samples from the feed and /health, and draws them.
+        page.wait_for_function(
+            "Number(document.getElementById('rss-chart').dataset.points) >= 3", timeout=10_000
+        )
+        assert page.locator("#rss-now").inner_text().endswith("MB")
+
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+    finally:
+        page.close()
+    assert errors == []
+
+
+def test_imports_list_loads_existing_records(
+    browser: Any, server: Served, products_file: Path, tmp_path: Path
+) -> None:
+    """An import made elsewhere (the CLI client) is listed on load, complete."""
+    small = tmp_path / "small.csv"
+    small.write_bytes(b"sku,name,price\nA,Apple,1.5\nB,,2\n")
+    result = subprocess.run(
+        [*antioom_command(), "upload", str(small), "--url", server.url, "--dataset", "products",
+         "--import-id", "from-cli", "--json"],
+        capture_output=True, text=True, env=clean_env(), timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    page = browser.new_page()
+    try:
+        page.goto(server.url + "/")
+        row = page.locator('tr[data-import-id="from-cli"]')
+        row.wait_for(timeout=10_000)
+        assert row.get_attribute("data-status") == "completed"
+        assert row.locator('[data-testid="import-processed"]').get_attribute("data-value") == "1"
+        assert row.locator('[data-testid="import-failed"]').get_attribute("data-value") == "1"
+        assert row.locator('[data-testid="import-rejects"]').inner_text() == "Rejects (1)"
+    finally:
+        page.close()
