@@ -35,12 +35,15 @@ import re
 import resource
 import shlex
 import shutil
+import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -58,6 +61,8 @@ LARGE_SIZE = "1GB"
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 SEED = 0
 PANDAS_CHUNKSIZE = 100_000
+CONCURRENT_SIZE = "250MB"
+CONCURRENT_UPLOADS = 4
 ANALYSIS_HEADING = "## Analysis"
 ANALYSIS_PLACEHOLDER = (
     "_To be filled in by hand: what the numbers mean, which targets were missed and why._"
@@ -182,6 +187,7 @@ class Config:
     pg_url: str | None  # None: PostgreSQL cases skipped
     pandas: bool
     antioom: bool
+    http: bool
     output: Path
     argv: list[str]
 
@@ -526,6 +532,181 @@ def build_cases(data: DataFile, config: Config) -> list[Case]:
 
 
 # --------------------------------------------------------------------------------------------
+# The HTTP service: curl uploads into `antioom serve`, with the server's RSS sampled
+
+
+class ServerUnderTest:
+    """An `antioom serve` subprocess on a free port, its RSS sampled every 50 ms."""
+
+    def __init__(self, pg_url: str) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
+        env = {
+            **os.environ,
+            "ANTIOOM_MAX_UPLOAD_BYTES": str(1 << 40),
+            "ANTIOOM_RATE_LIMIT_PER_MINUTE": "0",
+        }
+        command = [
+            str(antioom_bin()),
+            "serve",
+            "--port",
+            str(self.port),
+            "--db",
+            pg_url,
+            "--datasets",
+            str(DATASETS_TOML),
+        ]
+        self.proc = subprocess.Popen(command, stdout=self._log, stderr=self._log, env=env)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            self.stop()
+            raise BenchmarkError(f"antioom serve did not start:\n{tail(read_tail(self._log))}")
+        self.peak_kb = 0
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
+
+    def _sample(self) -> None:
+        status = Path(f"/proc/{self.proc.pid}/status")
+        while not self._stop.wait(0.05):
+            try:
+                text = status.read_text()
+            except OSError:
+                return
+            match = re.search(r"^VmRSS:\s+(\d+)", text, re.MULTILINE)
+            if match:
+                self.peak_kb = max(self.peak_kb, int(match.group(1)))
+
+    def reset_peak(self) -> None:
+        self.peak_kb = 0
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak_kb / 1024
+
+    def upload_command(self, data: DataFile, dataset: str) -> list[str]:
+        """curl's streaming multipart upload (-F reads the file as it sends)."""
+        return [
+            "curl",
+            "-sS",
+            "--fail-with-body",
+            "-F",
+            f"file=@{data.path}",
+            f"{self.url}/imports?dataset={dataset}",
+        ]
+
+    def stop(self) -> None:
+        if hasattr(self, "_stop"):
+            self._stop.set()
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def http_case(
+    data: DataFile, server: ServerUnderTest, pg_url: str, server_peaks: dict[str, list[float]]
+) -> Case:
+    """curl → antioom serve → PostgreSQL against the CLI import of the same file."""
+    table_reset = pg_reset(pg_url, "products_plain", PG_PLAIN_DDL)
+    count = pg_count(pg_url, "products_plain")
+
+    def reset() -> None:
+        table_reset()
+        server.reset_peak()
+
+    def count_and_record_peak() -> int:
+        server_peaks.setdefault(data.label, []).append(server.peak_mb)
+        return count()
+
+    return Case(
+        "http-upload",
+        "HTTP upload -> PostgreSQL",
+        Contender(
+            "curl -> antioom serve",
+            server.upload_command(data, "products_plain"),
+            reset,
+            count_and_record_peak,
+            antioom=True,
+        ),
+        antioom_contender(data, pg_url, "products_plain", table_reset, count),
+        Target(1.1, "<= 1.1x the CLI"),
+    )
+
+
+def concurrent_uploads(
+    server: ServerUnderTest, data: DataFile, pg_url: str, uploads: int
+) -> tuple[float, float]:
+    """``uploads`` simultaneous curl uploads of ``data``; returns (wall s, server peak MiB)."""
+    pg_reset(pg_url, "products_plain", PG_PLAIN_DDL)()
+    server.reset_peak()
+    t0 = time.perf_counter()
+    procs = [
+        subprocess.Popen(
+            server.upload_command(data, "products_plain"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(uploads)
+    ]
+    for proc in procs:
+        out, err = proc.communicate()
+        summary = parse_summary(out.decode(), what="concurrent upload")
+        if proc.returncode != 0 or summary.get("processed") != data.rows:
+            raise BenchmarkError(f"concurrent upload failed: {out[-500:]!r} {err[-500:]!r}")
+    wall = time.perf_counter() - t0
+    count = pg_count(pg_url, "products_plain")()
+    if count != uploads * data.rows:
+        raise BenchmarkError(f"concurrent uploads: {count} rows, expected {uploads * data.rows}")
+    return wall, server.peak_mb
+
+
+def http_section(
+    server_peaks: dict[str, list[float]], concurrent: tuple[DataFile, int, float, float] | None
+) -> list[str]:
+    if not server_peaks:
+        return []
+    labels = sorted(server_peaks, key=parse_size)
+    lines = [
+        "## Memory (HTTP server)",
+        "",
+        "Peak RSS of the `antioom serve` process (MiB, sampled every 50 ms) while curl streams "
+        "the file. Targets: <= 160 MB and flat across sizes; 4 concurrent 250 MB uploads "
+        "together < 250 MB.",
+        "",
+        "| size | server peak RSS per upload | max | <= 160? |",
+        "|---|---|---:|---|",
+    ]
+    for label in labels:
+        peaks = server_peaks[label]
+        if peaks:
+            ok = "yes" if max(peaks) <= 160 else "**no**"
+            runs = ", ".join(f"{p:.1f}" for p in peaks)
+            lines.append(f"| {label} | {runs} | {max(peaks):.1f} | {ok} |")
+    if concurrent is not None:
+        data, uploads, wall, peak = concurrent
+        ok = "yes" if peak < 250 else "**no**"
+        lines += [
+            "",
+            f"{uploads} concurrent uploads of the {data.label} file ({data.rows:,} rows each) into "
+            f"PostgreSQL: {wall:.1f} s in all, server peak RSS **{peak:.1f} MiB** "
+            f"(< 250? {ok}).",
+        ]
+    return [*lines, ""]
+
+
+# --------------------------------------------------------------------------------------------
 # Data files
 
 
@@ -766,6 +947,7 @@ def write_results(
     files: list[DataFile],
     results: dict[str, list[tuple[Measurement | None, Measurement]]],
     repeats: dict[str, int],
+    http_lines: list[str],
 ) -> None:
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     command = shlex.join([".venv/bin/python", "benchmarks/run.py", *config.argv])
@@ -813,6 +995,7 @@ def write_results(
             "",
         ]
     lines += memory_section(results)
+    lines += http_lines
     lines += raw_runs_section(results)
     analysis = existing_analysis(config.output)
     config.output.write_text("\n".join(lines) + "\n" + analysis)
@@ -841,6 +1024,7 @@ def parse_args(argv: list[str]) -> Config:
     )
     parser.add_argument("--skip-pandas", action="store_true", help="leave out the pandas cases")
     parser.add_argument("--skip-postgres", action="store_true", help="SQLite cases only")
+    parser.add_argument("--skip-http", action="store_true", help="leave out the HTTP cases")
     parser.add_argument(
         "--skip-antioom", action="store_true", help="baselines only (e.g. to test this script)"
     )
@@ -862,6 +1046,7 @@ def parse_args(argv: list[str]) -> Config:
         pg_url=None if args.skip_postgres else args.pg_url,
         pandas=not args.skip_pandas,
         antioom=not args.skip_antioom,
+        http=not (args.skip_http or args.skip_antioom or args.skip_postgres),
         output=args.output,
         argv=argv,
     )
@@ -891,15 +1076,30 @@ def main(argv: list[str]) -> int:
         files = [ensure_data(label) for label in config.sizes]
         results: dict[str, list[tuple[Measurement | None, Measurement]]] = {}
         repeats: dict[str, int] = {}
-        for data in files:
-            repeat = config.repeat or (2 if data.size_bytes <= parse_size("100MB") else 1)
-            repeats[data.label] = repeat
-            log(f"== {data.label}: {data.rows:,} rows, {repeat} run(s) per tool")
-            results[data.label] = [
-                run_case(case, data, repeat, with_antioom=config.antioom)
-                for case in build_cases(data, config)
-            ]
-        write_results(config, files, results, repeats)
+        server_peaks: dict[str, list[float]] = {}
+        concurrent = None
+        server = ServerUnderTest(config.pg_url) if config.http and config.pg_url else None
+        try:
+            for data in files:
+                repeat = config.repeat or (2 if data.size_bytes <= parse_size("100MB") else 1)
+                repeats[data.label] = repeat
+                log(f"== {data.label}: {data.rows:,} rows, {repeat} run(s) per tool")
+                cases = build_cases(data, config)
+                if server is not None and config.pg_url is not None:
+                    cases.append(http_case(data, server, config.pg_url, server_peaks))
+                results[data.label] = [
+                    run_case(case, data, repeat, with_antioom=config.antioom) for case in cases
+                ]
+            if server is not None and config.pg_url is not None and len(files) > 1:
+                big = ensure_data(CONCURRENT_SIZE)
+                log(f"== {CONCURRENT_UPLOADS} concurrent uploads of {big.label}")
+                wall, peak = concurrent_uploads(server, big, config.pg_url, CONCURRENT_UPLOADS)
+                log(f"  {wall:.1f} s, server peak RSS {peak:.1f} MiB")
+                concurrent = (big, CONCURRENT_UPLOADS, wall, peak)
+        finally:
+            if server is not None:
+                server.stop()
+        write_results(config, files, results, repeats, http_section(server_peaks, concurrent))
     except BenchmarkError as exc:
         log(f"BENCHMARK FAILED: {exc}")
         return 1

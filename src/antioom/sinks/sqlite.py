@@ -9,6 +9,7 @@ occurrence of a key wins.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ SQL_TYPES = {
     "timestamp": "TEXT",
 }
 AS_TEXT = {"decimal", "date", "timestamp"}
+ROW_SLICE = 2_000
 
 
 def sqlite_path(url: str) -> str:
@@ -86,16 +88,19 @@ class SQLiteSink(Sink):
             )
 
     def encode(self, table: pa.Table) -> None:
-        """Nothing ahead of time: Python row tuples are 5x the size of the Arrow batch, so
-        only the batch being written is ever converted (binding holds the GIL anyway)."""
+        """Nothing ahead of time: Python row tuples take ~5x the memory of the Arrow batch,
+        so rows are converted lazily, a slice at a time, while ``executemany`` binds them."""
 
-    def _rows(self, table: pa.Table) -> list[tuple[Any, ...]]:
-        columns = []
-        for column, values in zip(self.dataset.columns, table.columns, strict=True):
-            if column.type in AS_TEXT:
-                values = values.cast(pa.string())
-            columns.append(values.to_pylist())
-        return list(zip(*columns, strict=True))
+    def _rows(self, table: pa.Table) -> Iterator[tuple[Any, ...]]:
+        """The rows of ``table`` as tuples, converted ``ROW_SLICE`` rows at a time."""
+        for offset in range(0, table.num_rows, ROW_SLICE):
+            piece = table.slice(offset, ROW_SLICE)
+            columns = []
+            for column, values in zip(self.dataset.columns, piece.columns, strict=True):
+                if column.type in AS_TEXT:
+                    values = values.cast(pa.string())
+                columns.append(values.to_pylist())
+            yield from zip(*columns, strict=True)
 
     def _insert_sql(self) -> str:
         dataset = self.dataset
@@ -118,14 +123,13 @@ class SQLiteSink(Sink):
         return sql
 
     def write(self, batch: Batch) -> WriteResult:
-        rows = self._rows(batch.table)
         sql = self._insert_sql()
         conn = self.conn
 
         def write_range(start: int, stop: int) -> None:
             conn.execute("SAVEPOINT antioom_rows")
             try:
-                conn.executemany(sql, rows[start:stop])
+                conn.executemany(sql, self._rows(batch.table.slice(start, stop - start)))
             except BaseException:
                 conn.execute("ROLLBACK TO antioom_rows")
                 raise
@@ -142,7 +146,7 @@ class SQLiteSink(Sink):
                 if not claimed:
                     conn.execute("ROLLBACK")
                     return WriteResult([], duplicate=True)
-                errors = write_isolating(len(rows), write_range, _row_error)
+                errors = write_isolating(batch.rows, write_range, _row_error)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
