@@ -95,7 +95,10 @@ def run_import(
         validator = Validator(dataset, _included(records, target, dataset))
         sink.prepare(dataset)
     except AntioomError as exc:
-        exc.summary = meter.finish("failed", str(exc))  # type: ignore[attr-defined]
+        early: Literal["failed", "aborted"] = (
+            "aborted" if isinstance(exc, ImportCancelled) else "failed"
+        )
+        exc.summary = meter.finish(early, str(exc))  # type: ignore[attr-defined]
         raise
     items: queue.Queue[QueueItem] = queue.Queue(maxsize=QUEUE_BATCHES)
 

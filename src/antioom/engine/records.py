@@ -165,6 +165,8 @@ class CsvRecords:
     def _read_header(self) -> list[str]:
         """Parse the first record with Python's csv module from a peeked prefix."""
         limit = self.dialect.max_record_bytes
+        if csv.field_size_limit() < limit:  # only ever raised: the limit is process-wide
+            csv.field_size_limit(limit)
         size = min(64 << 10, limit)
         while True:
             prefix = self._stream.peek(size)
@@ -172,7 +174,12 @@ class CsvRecords:
             text = self._decode_prefix(prefix, final=at_eof)
             if self.dialect.sniff:
                 self._sniff(text)
-            rows = [row for row in csv.reader(io.StringIO(text), **self._csv_kwargs()) if row]
+            try:
+                # newline="": CR, LF and CRLF all end a record, as they do for Arrow.
+                reader = csv.reader(io.StringIO(text, newline=""), **self._csv_kwargs())
+                rows = [row for row in reader if row]
+            except csv.Error as exc:
+                raise InputError(f"cannot parse the header: {exc}") from None
             if rows and (len(rows) > 1 or at_eof):
                 self._raw_header = rows[0]
                 return [name.strip() for name in rows[0]]

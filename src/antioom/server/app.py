@@ -13,28 +13,32 @@ import csv
 import io
 import json
 import re
+import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, suppress
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sse_starlette.sse import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import ClientDisconnect
 
 from antioom.api import resolve_dataset
 from antioom.engine.pipeline import Options, Target, run_import
-from antioom.engine.progress import ProgressEvent, Summary, rss_mb
+from antioom.engine.progress import ProgressEvent, Summary, rss_mb, utc_now
 from antioom.engine.rejects import Reject, RejectsWriter, neutralise_formula
 from antioom.engine.source import ByteChannel, CountingReader
 from antioom.errors import (
     AntioomError,
     ConfigError,
+    DatabaseLost,
     DatabaseUnavailable,
     ImportCancelled,
     InputError,
@@ -49,11 +53,35 @@ from antioom.sinks import open_sink
 
 IMPORT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 STATIC = Path(__file__).parent / "static"
+T = TypeVar("T")
 REJECT_FLUSH = 1000
 
 
-class UploadTooLarge(Exception):
-    """The body exceeded the configured maximum (HTTP 413)."""
+def in_own_thread(name: str, func: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    """``func(*args)`` in a new thread. An import holds its thread for its whole run: in the
+    default executor, a few slow imports (plus their uploads waiting for channel room) would
+    take every worker, and /health, listings and new uploads would queue behind them."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            result = func(*args)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -63,6 +91,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     limiter = RateLimiter(settings.rate_limit_per_minute)
     metrics = Metrics()
     store_holder: dict[str, ImportStore] = {}
+    # Uploads wait for channel room here, not in the default executor (see in_own_thread).
+    upload_pool = ThreadPoolExecutor(
+        settings.max_concurrent_imports, thread_name_prefix="antioom-upload"
+    )
 
     def store() -> ImportStore:
         if "store" not in store_holder:
@@ -71,14 +103,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        try:
+        with suppress(DatabaseUnavailable):  # /health reports it; connects once it is back
             await asyncio.to_thread(store)
-        except DatabaseUnavailable:
-            pass  # /health reports it; the store connects once the database is back
         yield
         for live in list(registry.imports.values()):
-            live.cancel.set()
-            live.channel.abandon()
+            live.stop("the server is shutting down")
+        upload_pool.shutdown(wait=False)
         if "store" in store_holder:
             store_holder["store"].close()
 
@@ -167,53 +197,78 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ) -> tuple[int, dict[str, Any]]:
         sink = await asyncio.to_thread(open_sink, settings.db_url)
         summary = Summary(live.id, "running", dataset_label, dataset_label)
-        summary.started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
+        summary.started_at = utc_now()  # the engine's format: records sort by it
         await asyncio.to_thread(store().save, summary)
         await registry.publish(live.id, event_state(summary_state(summary)))
-        engine = asyncio.create_task(asyncio.to_thread(run_engine, live, sink, target, dataset_label))
-        too_large = False
+        engine = in_own_thread(
+            f"antioom-import-{live.id[:16]}", run_engine, live, sink, target, summary
+        )
+        pump = asyncio.create_task(pump_body(request, live, decoder))
         try:
-            received = 0
-            async for chunk in request.stream():
-                received += len(chunk)
-                if received > settings.max_upload_bytes:
-                    too_large = True
-                    raise UploadTooLarge
-                for piece in decoder.feed(chunk):
-                    await live.channel.send(piece)
-            decoder.finish()
-            live.channel.close()
-        except ImportCancelled:
-            pass  # the engine stopped first (bad input, DELETE); its summary says why
-        except ClientDisconnect:
-            live.channel.close(ImportCancelled("the client disconnected mid-upload"))
-        except UploadTooLarge:
-            live.channel.close(
-                ImportCancelled(f"upload larger than {settings.max_upload_bytes} bytes")
-            )
-        except InputError as exc:
-            live.channel.close(exc)
-        except BaseException as exc:
-            live.channel.close(ImportCancelled(f"upload failed: {type(exc).__name__}"))
-            raise
+            both: set[asyncio.Future[Any]] = {pump, engine}
+            await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
+            if not pump.done():  # the engine stopped first (bad input, DELETE): stop reading
+                pump.cancel()
+                await asyncio.wait({pump})
+            too_large = False if pump.cancelled() else pump.result()
         finally:
-            result: Summary = await engine
-            sink_close = asyncio.to_thread(sink.close)
-            await sink_close
+            if not pump.done():  # this request itself was cancelled
+                pump.cancel()
+            result, status = await engine
+            await asyncio.to_thread(sink.close)
         metrics.observe(result)
         await registry.publish(live.id, event_state(summary_state(result)))
         record = summary_record(result)
         if too_large:
             return 413, {"error": f"upload larger than {settings.max_upload_bytes} bytes", **record}
-        if result.status == "failed":
-            return (503 if "database" in (result.error or "").lower() else 400), {
-                "error": result.error,
-                **record,
-            }
+        if status != 200:
+            return status, {"error": result.error, **record}
         return 200, record
 
-    def run_engine(live: LiveImport, sink: Any, target: Target, dataset_label: str) -> Summary:
-        """The engine, in a worker thread. Always returns the (final, stored) summary."""
+    async def send(channel: ByteChannel, piece: bytes) -> None:
+        """``channel.send``, but waiting for room in the app's own pool."""
+        if (
+            channel.buffered + len(piece) <= channel.max_bytes
+            and len(piece) <= channel.max_bytes // 4
+        ):
+            channel.send_blocking(piece)  # there is room: returns at once
+        else:
+            await asyncio.get_running_loop().run_in_executor(
+                upload_pool, channel.send_blocking, piece
+            )
+
+    async def pump_body(request: Request, live: LiveImport, decoder: BodyDecoder) -> bool:
+        """Body chunks → CSV bytes → the channel, ending it either way. True: over the limit."""
+        try:
+            received = 0
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > settings.max_upload_bytes:
+                    live.channel.close(
+                        ImportCancelled(f"upload larger than {settings.max_upload_bytes} bytes")
+                    )
+                    return True
+                for piece in decoder.feed(chunk):
+                    await send(live.channel, piece)
+            decoder.finish()
+            live.channel.close()
+        except ImportCancelled:
+            pass  # the engine stopped first (bad input, DELETE); its summary says why
+        except ClientDisconnect:
+            live.stop("the client disconnected mid-upload")
+        except InputError as exc:
+            live.channel.close(exc)
+        except BaseException as exc:
+            live.stop(f"upload failed: {type(exc).__name__}")
+            raise
+        return False
+
+    def run_engine(
+        live: LiveImport, sink: Any, target: Target, initial: Summary
+    ) -> tuple[Summary, int]:
+        """The engine, in its own thread. Always returns the final (stored) summary, and the
+        HTTP status it calls for, decided by the error's type rather than its message."""
+        dataset_label = initial.dataset
         pending: list[Reject] = []
         stored = 0
 
@@ -236,6 +291,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             registry.publish_threadsafe(live.id, event_state(event.to_dict(), dataset_label))
 
         reader = CountingReader(live.channel)
+        status = 200
         try:
             summary = run_import(
                 reader,
@@ -247,12 +303,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 cancel=live.cancel,
             )
         except AntioomError as exc:
-            summary = getattr(exc, "summary", None) or Summary(live.id, "failed", "", "")
+            summary = getattr(exc, "summary", None) or replace(initial, status="failed")
             summary.error = str(exc)
             if isinstance(exc, ImportCancelled):
                 summary.status = "aborted"
+            elif isinstance(exc, DatabaseUnavailable | DatabaseLost):
+                status = 503
+            else:
+                status = 400
         except Exception as exc:  # a bug: record it rather than leave the import "running"
-            summary = Summary(live.id, "failed", "", "", error=f"internal error: {exc!r}")
+            summary = replace(initial, status="failed", error=f"internal error: {exc!r}")
+            summary.finished_at = utc_now()
+            status = 500
         finally:
             live.channel.abandon()
         try:
@@ -260,7 +322,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             store().save(summary)
         except DatabaseUnavailable:
             pass  # the database is gone: the response still tells the client what happened
-        return summary
+        return summary, status
 
     def summary_state(summary: Summary) -> dict[str, Any]:
         data = summary.to_dict()
@@ -333,14 +395,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ) -> dict[str, Any]:
         guard_read(request)
         records, total = await asyncio.to_thread(store().list, limit, offset)
-        return {"imports": [with_live(r) for r in records], "total": total, "limit": limit,
-                "offset": offset}
+        return {
+            "imports": [with_live(r) for r in records],
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+        }
 
     def with_live(record: dict[str, Any]) -> dict[str, Any]:
         live = registry.imports.get(record["id"])
         if live is not None and live.state:
-            record = {**record, **{k: live.state[k] for k in ("processed", "failed", "rows",
-                                                             "bytes", "rows_per_s")}}
+            record = {
+                **record,
+                **{
+                    k: live.state[k] for k in ("processed", "failed", "rows", "bytes", "rows_per_s")
+                },
+            }
         return record_json(record)
 
     async def get_record(import_id: str) -> dict[str, Any]:
@@ -361,8 +431,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if live is None:
             record = await get_record(import_id)
             raise HTTPException(409, f"import {import_id} is not running ({record['status']})")
-        live.cancel.set()
-        live.channel.abandon()
+        live.stop("import cancelled (DELETE)")
         return JSONResponse({"id": import_id, "status": "cancelling"}, 202)
 
     @app.get("/imports/{import_id}/rejects", summary="Rejected rows as CSV", tags=["imports"])
@@ -407,9 +476,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield sse(current)
             if current.get("status") in FINAL:
                 return
-            async for state in registry.watch(
-                import_id, settings.progress_interval_s, after=after
-            ):
+            await asyncio.sleep(settings.progress_interval_s)  # the interval holds from the first
+            async for state in registry.watch(import_id, settings.progress_interval_s, after=after):
                 yield sse(state)
 
         return EventSourceResponse(stream(), ping=15)

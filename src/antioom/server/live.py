@@ -13,10 +13,12 @@ import asyncio
 import threading
 from collections import deque
 from collections.abc import AsyncIterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
 from antioom.engine.source import ByteChannel
+from antioom.errors import ImportCancelled
 
 FINAL = ("completed", "failed", "aborted")
 LOG_ENTRIES = 4096
@@ -28,6 +30,13 @@ class LiveImport:
     channel: ByteChannel
     cancel: threading.Event = field(default_factory=threading.Event)
     state: dict[str, Any] = field(default_factory=dict)
+
+    def stop(self, reason: str) -> None:
+        """Stop at the next batch boundary, waking an engine blocked on an empty channel (the
+        client may have stopped sending) and refusing further bytes."""
+        self.cancel.set()
+        self.channel.abandon()
+        self.channel.close(ImportCancelled(reason))
 
 
 class Registry:
@@ -94,7 +103,5 @@ class Registry:
             if self.seq > after:
                 continue
             async with condition:
-                try:
+                with suppress(TimeoutError):
                     await asyncio.wait_for(condition.wait(), 15.0)
-                except TimeoutError:
-                    pass

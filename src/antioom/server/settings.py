@@ -23,7 +23,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 1 << 30
     max_concurrent_imports: int = 4
     rate_limit_per_minute: int = 100
-    batch_size: int = 50_000
+    batch_size: int = 20_000
     channel_bytes: int = 4 << 20
     stored_rejects_per_import: int = 10_000
     progress_interval_s: float = 0.25

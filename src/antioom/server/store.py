@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from antioom.engine.progress import Summary
@@ -20,8 +20,21 @@ from antioom.sinks import redact
 from antioom.sinks.sqlite import sqlite_path
 
 RECORD_FIELDS = (
-    "id", "status", "dataset", "table_name", "processed", "failed", "rows", "bytes", "batches",
-    "started_at", "finished_at", "duration_s", "rows_per_s", "peak_rss_mb", "error",
+    "id",
+    "status",
+    "dataset",
+    "table_name",
+    "processed",
+    "failed",
+    "rows",
+    "bytes",
+    "batches",
+    "started_at",
+    "finished_at",
+    "duration_s",
+    "rows_per_s",
+    "peak_rss_mb",
+    "error",
 )
 REJECT_FIELDS = ("record", "line", "column_name", "reason", "raw")
 
@@ -67,10 +80,8 @@ class ImportStore:
                 raise
 
     def _drop(self) -> None:
-        try:
+        with suppress(Exception):  # already gone
             self._conn.close()
-        except Exception:  # already gone
-            pass
         self._conn = None
 
     def _create(self) -> None:
@@ -141,9 +152,7 @@ class ImportStore:
         if not rejects:
             return
         p = self.placeholder
-        rows = [
-            (import_id, r.record, r.line, r.column, r.reason, r.raw()) for r in rejects
-        ]
+        rows = [(import_id, r.record, r.line, r.column, r.reason, r.raw()) for r in rejects]
         with self._cursor() as cursor:
             cursor.executemany(
                 f"INSERT INTO antioom_rejects (import_id, {', '.join(REJECT_FIELDS)}) "
@@ -182,9 +191,20 @@ class _PostgresStore(ImportStore):
 
 def _record_values(summary: Summary) -> tuple[Any, ...]:
     return (
-        summary.import_id, summary.status, summary.dataset, summary.table, summary.processed,
-        summary.failed, summary.rows, summary.bytes, summary.batches, summary.started_at,
-        summary.finished_at, summary.duration_s, summary.rows_per_s, summary.peak_rss_mb,
+        summary.import_id,
+        summary.status,
+        summary.dataset,
+        summary.table,
+        summary.processed,
+        summary.failed,
+        summary.rows,
+        summary.bytes,
+        summary.batches,
+        summary.started_at,
+        summary.finished_at,
+        summary.duration_s,
+        summary.rows_per_s,
+        summary.peak_rss_mb,
         summary.error,
     )
 
