@@ -26,7 +26,7 @@ RECORD_FIELDS = (
     "table_name",
     "processed",
     "failed",
-    "rows",
+    "rows_read",  # "rows" is a reserved word in MySQL/MariaDB
     "bytes",
     "batches",
     "started_at",
@@ -49,6 +49,7 @@ class ImportStore:
     placeholder = "?"
     big = "INTEGER"
     real = "REAL"
+    inline_index = ""  # MySQL has no CREATE INDEX IF NOT EXISTS: it declares it inline
 
     def __init__(self, connect: Callable[[], Any]) -> None:
         self._connect = connect
@@ -89,18 +90,20 @@ class ImportStore:
             cursor.execute(
                 "CREATE TABLE IF NOT EXISTS antioom_imports (id VARCHAR(64) PRIMARY KEY, "
                 f"status TEXT, dataset TEXT, table_name TEXT, processed {self.big}, "
-                f"failed {self.big}, rows {self.big}, bytes {self.big}, batches {self.big}, "
+                f"failed {self.big}, rows_read {self.big}, bytes {self.big}, batches {self.big}, "
                 f"started_at TEXT, finished_at TEXT, duration_s {self.real}, "
                 f"rows_per_s {self.real}, peak_rss_mb {self.real}, error TEXT)"
             )
             cursor.execute(
                 "CREATE TABLE IF NOT EXISTS antioom_rejects (import_id VARCHAR(64), "
-                f"record {self.big}, line {self.big}, column_name TEXT, reason TEXT, raw TEXT)"
+                f"record {self.big}, line {self.big}, column_name TEXT, reason TEXT, raw TEXT"
+                f"{self.inline_index})"
             )
-            cursor.execute(
-                "CREATE INDEX IF NOT EXISTS antioom_rejects_import "
-                "ON antioom_rejects (import_id, record)"
-            )
+            if not self.inline_index:
+                cursor.execute(
+                    "CREATE INDEX IF NOT EXISTS antioom_rejects_import "
+                    "ON antioom_rejects (import_id, record)"
+                )
 
     def ping(self) -> None:
         with self._cursor() as cursor:
@@ -189,6 +192,13 @@ class _PostgresStore(ImportStore):
     real = "DOUBLE PRECISION"
 
 
+class _MySQLStore(ImportStore):
+    placeholder = "%s"
+    big = "BIGINT"
+    real = "DOUBLE"
+    inline_index = ", INDEX antioom_rejects_import (import_id, record)"
+
+
 def _record_values(summary: Summary) -> tuple[Any, ...]:
     return (
         summary.import_id,
@@ -212,17 +222,23 @@ def _record_values(summary: Summary) -> tuple[Any, ...]:
 def _record(row: Sequence[Any]) -> dict[str, Any]:
     record = dict(zip(RECORD_FIELDS, row, strict=True))
     record["table"] = record.pop("table_name")
+    record["rows"] = record.pop("rows_read")
     return record
 
 
 def _is_connection_error(exc: Exception) -> bool:
     if isinstance(exc, sqlite3.OperationalError):
         return True
-    try:
-        import psycopg
-    except ImportError:  # pragma: no cover - psycopg is a dependency
-        return False
-    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+    import psycopg
+    import pymysql  # type: ignore[import-untyped]
+
+    return isinstance(
+        exc,
+        psycopg.OperationalError
+        | psycopg.InterfaceError
+        | pymysql.err.OperationalError
+        | pymysql.err.InterfaceError,
+    )
 
 
 def open_store(url: str) -> ImportStore:
@@ -252,4 +268,18 @@ def open_store(url: str) -> ImportStore:
                 raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {reason}") from None
 
         return _PostgresStore(connect_postgres)
+    if scheme in ("mysql", "mariadb"):
+        import pymysql
+
+        from antioom.sinks.mysql import connect_args
+
+        args = connect_args(url)
+
+        def connect_mysql() -> Any:
+            try:
+                return pymysql.connect(**args, charset="utf8mb4", connect_timeout=5)
+            except pymysql.Error as exc:
+                raise DatabaseUnavailable(f"cannot connect to MySQL: {exc.args[-1]}") from None
+
+        return _MySQLStore(connect_mysql)
     raise ConfigError(f"the server cannot keep import records in {redact(url)!r}")
