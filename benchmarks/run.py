@@ -43,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ SQLITE_DB = DATA_DIR / "bench.db"
 DEFAULT_SIZES = ("10MB", "100MB")
 LARGE_SIZE = "1GB"
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+DEFAULT_MYSQL_URL = "mysql://root@127.0.0.1:3306/test"
 SEED = 0
 PANDAS_CHUNKSIZE = 100_000
 CONCURRENT_SIZE = "250MB"
@@ -79,6 +81,11 @@ SQLITE_PRODUCTS_DDL = (
 # loads a sku-keyed table without updated_at: the same key and index, one less (NULL) column.
 SQLITE_KEYED_DDL = (
     "CREATE TABLE products_keyed (sku TEXT PRIMARY KEY, name TEXT NOT NULL, price REAL NOT NULL)"
+)
+# The shape antioom's MySQL sink creates for products_plain (strings that are not keys: LONGTEXT).
+MYSQL_PLAIN_DDL = (
+    "CREATE TABLE products_plain (sku LONGTEXT NOT NULL, name LONGTEXT NOT NULL, "
+    "price DOUBLE NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
 )
 PG_PLAIN_DDL = "CREATE TABLE products_plain (sku text, name text, price double precision)"
 PG_PRODUCTS_DDL = (
@@ -185,6 +192,7 @@ class Config:
     sizes: list[str]
     repeat: int | None
     pg_url: str | None  # None: PostgreSQL cases skipped
+    mysql_url: str | None  # None: MariaDB cases skipped
     pandas: bool
     antioom: bool
     http: bool
@@ -498,6 +506,8 @@ def build_cases(data: DataFile, config: Config) -> list[Case]:
                 Target(1.0, "<= 1.0x"),
             ),
         ]
+    if config.mysql_url is not None:
+        cases.append(mysql_case(data, config.mysql_url))
     if config.pandas:
         cases.append(
             Case(
@@ -529,6 +539,43 @@ def build_cases(data: DataFile, config: Config) -> list[Case]:
                 )
             )
     return cases
+
+
+# --------------------------------------------------------------------------------------------
+# MariaDB (the `mariadb` client's LOAD DATA LOCAL INFILE)
+
+
+def mariadb(mysql_url: str, sql: str) -> list[str]:
+    """A `mariadb` client command for ``mysql://user[:pass]@host[:port]/db``."""
+    parts = urllib.parse.urlsplit(mysql_url)
+    command = ["mariadb", "--local-infile=1", "-h", parts.hostname or "127.0.0.1"]
+    command += ["-P", str(parts.port or 3306), "-u", urllib.parse.unquote(parts.username or "root")]
+    if parts.password:
+        command.append(f"-p{urllib.parse.unquote(parts.password)}")
+    return [*command, parts.path.lstrip("/"), "-N", "-e", sql]
+
+
+def mysql_case(data: DataFile, mysql_url: str) -> Case:
+    def reset() -> None:
+        sql = f"DROP TABLE IF EXISTS products_plain; {MYSQL_PLAIN_DDL}"
+        check(mariadb(mysql_url, sql), what="recreate MariaDB table products_plain")
+
+    def count() -> int:
+        out = check(mariadb(mysql_url, "SELECT COUNT(*) FROM products_plain"), what="count")
+        return int(out.strip())
+
+    load = (
+        f"LOAD DATA LOCAL INFILE {sql_literal(str(data.path))} INTO TABLE products_plain "
+        "CHARACTER SET utf8mb4 FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' "
+        "LINES TERMINATED BY '\\n' IGNORE 1 LINES (sku, name, price)"
+    )
+    return Case(
+        "mysql-insert",
+        "MariaDB insert",
+        antioom_contender(data, mysql_url, "products_plain", reset, count),
+        Contender("mariadb LOAD DATA LOCAL", mariadb(mysql_url, load), reset, count),
+        Target(1.3, "<= 1.3x"),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -1026,6 +1073,12 @@ def parse_args(argv: list[str]) -> Config:
     parser.add_argument("--skip-postgres", action="store_true", help="SQLite cases only")
     parser.add_argument("--skip-http", action="store_true", help="leave out the HTTP cases")
     parser.add_argument(
+        "--mysql-url",
+        default=os.environ.get("ANTIOOM_BENCH_MYSQL_URL", DEFAULT_MYSQL_URL),
+        help=f"MariaDB/MySQL URL (default $ANTIOOM_BENCH_MYSQL_URL or {DEFAULT_MYSQL_URL})",
+    )
+    parser.add_argument("--skip-mysql", action="store_true", help="leave out the MariaDB case")
+    parser.add_argument(
         "--skip-antioom", action="store_true", help="baselines only (e.g. to test this script)"
     )
     parser.add_argument("--output", type=Path, default=RESULTS_MD, help="where to write results")
@@ -1044,6 +1097,7 @@ def parse_args(argv: list[str]) -> Config:
         sizes=sorted(sizes, key=parse_size),
         repeat=args.repeat,
         pg_url=None if args.skip_postgres else args.pg_url,
+        mysql_url=None if args.skip_mysql else args.mysql_url,
         pandas=not args.skip_pandas,
         antioom=not args.skip_antioom,
         http=not (args.skip_http or args.skip_antioom or args.skip_postgres),
@@ -1054,7 +1108,12 @@ def parse_args(argv: list[str]) -> Config:
 
 def preflight(config: Config) -> None:
     """Fail before generating gigabytes if a tool or the database is missing."""
-    for tool in ["sqlite3", *(["psql"] if config.pg_url else [])]:
+    tools = [
+        "sqlite3",
+        *(["psql"] if config.pg_url else []),
+        *(["mariadb"] if config.mysql_url else []),
+    ]
+    for tool in tools:
         if shutil.which(tool) is None:
             raise BenchmarkError(f"{tool} is not on PATH")
     if config.antioom:
