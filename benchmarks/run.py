@@ -397,8 +397,17 @@ def pg_staging_upsert_script(data: DataFile) -> Path:
 
 
 def antioom_bin() -> Path:
-    """The antioom console script next to the running interpreter (the venv's)."""
-    return Path(sys.executable).parent / "antioom"
+    """The antioom under test: a production install (``make bench`` builds .venv-bench with
+    antioom's runtime dependencies only), else the one beside the running interpreter.
+
+    The dev venv carries numpy (pandas, and a test dependency), which pyarrow imports whenever
+    it can: ~11 MB of RSS and 0.1 s of start-up that a production install does not have.
+    """
+    override = os.environ.get("ANTIOOM_BIN")
+    if override:
+        return Path(override)
+    product = REPO / ".venv-bench" / "bin" / "antioom"
+    return product if product.exists() else Path(sys.executable).parent / "antioom"
 
 
 def antioom_command(data: DataFile, db_url: str, dataset: str) -> list[str]:
@@ -408,20 +417,9 @@ def antioom_command(data: DataFile, db_url: str, dataset: str) -> list[str]:
     return [*command, "--json"]
 
 
-def pandas_python() -> str:
-    """pandas runs from its own venv (``make bench`` creates .venv-bench), so that numpy and
-    pandas are not installed beside antioom: pyarrow imports numpy whenever it can, which
-    would add ~11 MB to antioom's measured RSS that a production install does not have."""
-    override = os.environ.get("PANDAS_PYTHON")
-    if override:
-        return override
-    bench_python = REPO / ".venv-bench" / "bin" / "python"
-    return str(bench_python) if bench_python.exists() else sys.executable
-
-
 def pandas_command(data: DataFile, kind: str, target: str) -> list[str]:
     return [
-        pandas_python(),
+        sys.executable,
         str(Path(__file__).resolve()),
         "--pandas-worker",
         kind,

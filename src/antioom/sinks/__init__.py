@@ -13,6 +13,8 @@ SCHEMES = {
     "sqlite": "antioom.sinks.sqlite:SQLiteSink",
     "postgresql": "antioom.sinks.postgres:PostgresSink",
     "postgres": "antioom.sinks.postgres:PostgresSink",
+    **dict.fromkeys(("mysql", "mariadb"), "antioom.sinks.mysql:MySQLSink"),
+    "mongodb": "antioom.sinks.mongo:MongoSink",  # and mongodb+srv
 }
 
 
