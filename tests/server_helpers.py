@@ -189,3 +189,35 @@ def uvicorn_thread(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def check_server_keeps_records(db_url: str, table: str) -> None:
+    """Upload through the app on ``db_url``; the record and its rejects are kept in that
+    database, and a second app instance on the same database still serves them."""
+    from starlette.testclient import TestClient
+
+    from antioom.server import Settings, create_app
+
+    import_id = f"keep-{table}"
+    body = b"id,name,qty\n1,a,3\n2,b,x\n3,c,4\n"
+    with TestClient(create_app(Settings(db_url=db_url, rate_limit_per_minute=0))) as client:
+        response = client.post(
+            f"/imports?table={table}",
+            content=body,
+            headers={"Content-Type": "text/csv", "X-Import-Id": import_id},
+        )
+        assert response.status_code == 200, response.text
+        record = response.json()
+        assert (record["status"], record["processed"], record["failed"]) == ("completed", 3, 0)
+        assert client.get("/health").json()["db"] == "ok"
+    with TestClient(create_app(Settings(db_url=db_url, rate_limit_per_minute=0))) as client:
+        listed = client.get("/imports").json()["imports"]
+        assert import_id in [item["id"] for item in listed]
+        assert client.get(f"/imports/{import_id}").json()["rows"] == 3
+        assert client.get(f"/imports/{import_id}/rejects").text.startswith("record,line,column")
+        again = client.post(
+            f"/imports?table={table}",
+            content=body,
+            headers={"Content-Type": "text/csv", "X-Import-Id": import_id},
+        )
+        assert again.status_code == 409

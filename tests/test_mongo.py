@@ -23,6 +23,7 @@ from bson import Decimal128, Int64
 from pymongo import MongoClient
 from pymongo.collection import Collection
 from pymongo.database import Database
+from server_helpers import check_server_keeps_records
 
 from antioom import ConfigError, DatabaseLost, DatabaseUnavailable, import_csv
 from antioom.engine.batching import Batch
@@ -413,3 +414,7 @@ def test_replaying_a_recorded_import_writes_nothing(write_csv, mongo_url, db):
     again = import_csv(path, mongo_url, dataset="products", batch_size=2, import_id="same")
     assert (first.processed, again.processed, again.batches) == (3, 0, 2)
     assert db.products.count_documents({}) == 3
+
+
+def test_the_server_keeps_import_records_in_mongodb(mongo_url):
+    check_server_keeps_records(mongo_url, "items")

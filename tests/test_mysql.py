@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pymysql
 import pytest
+from server_helpers import check_server_keeps_records
 
 from antioom import DatabaseUnavailable, import_csv
 from antioom.engine.batching import Batch
@@ -371,3 +372,7 @@ def test_a_failed_upsert_batch_leaves_neither_rows_nor_ledger_row(mysql_url, tab
         sink._sql["merge"] = merge
         assert sink.write(batch).duplicate is False
     assert products() == [("A", "a", 1.0)]
+
+
+def test_the_server_keeps_import_records_in_mysql(mysql_url, table):
+    check_server_keeps_records(mysql_url, table)

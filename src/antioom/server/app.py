@@ -47,7 +47,7 @@ from antioom.server.guards import RateLimiter, check_token
 from antioom.server.live import FINAL, LiveImport, Registry
 from antioom.server.metrics import Metrics
 from antioom.server.settings import Settings
-from antioom.server.store import ImportStore, open_store
+from antioom.server.store import Store, open_store
 from antioom.server.uploads import BodyDecoder, UnsupportedMediaType
 from antioom.sinks import open_sink
 
@@ -90,13 +90,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     registry = Registry(settings.max_concurrent_imports)
     limiter = RateLimiter(settings.rate_limit_per_minute)
     metrics = Metrics()
-    store_holder: dict[str, ImportStore] = {}
+    store_holder: dict[str, Store] = {}
     # Uploads wait for channel room here, not in the default executor (see in_own_thread).
     upload_pool = ThreadPoolExecutor(
         settings.max_concurrent_imports, thread_name_prefix="antioom-upload"
     )
 
-    def store() -> ImportStore:
+    def store() -> Store:
         if "store" not in store_holder:
             store_holder["store"] = open_store(settings.db_url)
         return store_holder["store"]

@@ -11,7 +11,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import Any, Protocol
 
 from antioom.engine.progress import Summary
 from antioom.engine.rejects import Reject
@@ -37,6 +37,19 @@ RECORD_FIELDS = (
     "error",
 )
 REJECT_FIELDS = ("record", "line", "column_name", "reason", "raw")
+
+
+class Store(Protocol):
+    """Where the server keeps import records and their rejects."""
+
+    def ping(self) -> None: ...
+    def exists(self, import_id: str) -> bool: ...
+    def save(self, summary: Summary) -> None: ...
+    def get(self, import_id: str) -> dict[str, Any] | None: ...
+    def list(self, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]: ...
+    def add_rejects(self, import_id: str, rejects: Sequence[Reject]) -> None: ...
+    def rejects(self, import_id: str) -> Iterator[tuple[Any, ...]]: ...
+    def close(self) -> None: ...
 
 
 class ImportStore:
@@ -241,7 +254,83 @@ def _is_connection_error(exc: Exception) -> bool:
     )
 
 
-def open_store(url: str) -> ImportStore:
+class MongoStore:
+    """Records and rejects as documents in the collections ``antioom_imports`` and
+    ``antioom_rejects`` of the target database (pymongo is thread-safe: no lock needed)."""
+
+    def __init__(self, url: str) -> None:
+        from pymongo import ASCENDING
+
+        from antioom.sinks.mongo import connect
+
+        self._client, db, _ = connect(url)
+        self._imports = db["antioom_imports"]
+        self._rejects = db["antioom_rejects"]
+        self._guard(
+            lambda: self._rejects.create_index([("import_id", ASCENDING), ("record", ASCENDING)])
+        )
+
+    def _guard(self, call: Callable[[], Any]) -> Any:
+        from pymongo.errors import PyMongoError
+
+        try:
+            return call()
+        except PyMongoError as exc:
+            raise DatabaseUnavailable(f"MongoDB unavailable: {exc}") from None
+
+    def ping(self) -> None:
+        self._guard(lambda: self._client.admin.command("ping"))
+
+    def exists(self, import_id: str) -> bool:
+        return (
+            self._guard(lambda: self._imports.find_one({"_id": import_id}, {"_id": 1})) is not None
+        )
+
+    def save(self, summary: Summary) -> None:
+        record = dict(zip(RECORD_FIELDS, _record_values(summary), strict=True))
+        record["_id"] = record.pop("id")
+        self._guard(lambda: self._imports.replace_one({"_id": record["_id"]}, record, upsert=True))
+
+    def get(self, import_id: str) -> dict[str, Any] | None:
+        document = self._guard(lambda: self._imports.find_one({"_id": import_id}))
+        return None if document is None else self._record(document)
+
+    def list(self, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+        cursor = self._imports.find().sort([("started_at", -1), ("_id", 1)]).skip(offset)
+        documents = self._guard(lambda: list(cursor.limit(limit)))
+        total = self._guard(lambda: self._imports.count_documents({}))
+        return [self._record(d) for d in documents], int(total)
+
+    def add_rejects(self, import_id: str, rejects: Sequence[Reject]) -> None:
+        if rejects:
+            documents = [
+                {
+                    "import_id": import_id,
+                    "record": r.record,
+                    "line": r.line,
+                    "column_name": r.column,
+                    "reason": r.reason,
+                    "raw": r.raw(),
+                }
+                for r in rejects
+            ]
+            self._guard(lambda: self._rejects.insert_many(documents, ordered=False))
+
+    def rejects(self, import_id: str) -> Iterator[tuple[Any, ...]]:
+        cursor = self._rejects.find({"import_id": import_id}).sort("record", 1)
+        for document in self._guard(lambda: cursor):
+            yield tuple(document.get(name) for name in REJECT_FIELDS)
+
+    def close(self) -> None:
+        self._client.close()
+
+    @staticmethod
+    def _record(document: dict[str, Any]) -> dict[str, Any]:
+        row = [document.get("_id")] + [document.get(name) for name in RECORD_FIELDS[1:]]
+        return _record(row)
+
+
+def open_store(url: str) -> Store:
     """The store in the database at ``url`` (raises DatabaseUnavailable if unreachable)."""
     scheme = url.split(":", 1)[0].split("+")[0]
     if scheme == "sqlite":
@@ -282,4 +371,6 @@ def open_store(url: str) -> ImportStore:
                 raise DatabaseUnavailable(f"cannot connect to MySQL: {exc.args[-1]}") from None
 
         return _MySQLStore(connect_mysql)
+    if scheme == "mongodb":
+        return MongoStore(url)
     raise ConfigError(f"the server cannot keep import records in {redact(url)!r}")

@@ -41,6 +41,7 @@ from bson.datetime_ms import DatetimeMS
 from bson.errors import InvalidDocument
 from pymongo import ASCENDING, MongoClient, UpdateOne
 from pymongo.collection import Collection
+from pymongo.database import Database
 from pymongo.errors import (
     BulkWriteError,
     ConfigurationError,
@@ -88,31 +89,37 @@ class _Payload:
     stamped: list[Document] = field(default_factory=list)  # get updated_at when written
 
 
+def connect(url: str) -> tuple[MongoClient[Document], Database[Document], dict[str, Any]]:
+    """Client, default database and ``hello`` reply for ``url``; one-line errors otherwise."""
+    given = {name.lower() for name, _ in parse_qsl(urlsplit(url).query)}
+    options = {k: v for k, v in CLIENT_DEFAULTS.items() if k.lower() not in given}
+    try:
+        client: MongoClient[Document] = MongoClient(url, appname="antioom", **options)
+    except InvalidURI as exc:
+        raise ConfigError(f"invalid MongoDB URL {redact(url)!r}: {exc}") from None
+    except ConfigurationError as exc:
+        # mongodb+srv:// resolves its hosts right away: a DNS failure is an unreachable host
+        if url.startswith("mongodb+srv:") and any(w in str(exc) for w in _DNS_WORDS):
+            raise DatabaseUnavailable(f"cannot connect to MongoDB: {_reason(exc)}") from None
+        raise ConfigError(f"invalid MongoDB URL {redact(url)!r}: {exc}") from None
+    try:
+        db = client.get_default_database()
+    except ConfigurationError:
+        client.close()
+        raise ConfigError(
+            f"MongoDB URL {redact(url)!r} names no database: use mongodb://host:port/dbname"
+        ) from None
+    try:
+        hello: dict[str, Any] = client.admin.command("hello")
+    except PyMongoError as exc:
+        client.close()
+        raise DatabaseUnavailable(f"cannot connect to MongoDB: {_reason(exc)}") from None
+    return client, db, hello
+
+
 class MongoSink(Sink):
     def __init__(self, url: str) -> None:
-        given = {name.lower() for name, _ in parse_qsl(urlsplit(url).query)}
-        options = {k: v for k, v in CLIENT_DEFAULTS.items() if k.lower() not in given}
-        try:
-            self.client: MongoClient[Document] = MongoClient(url, appname="antioom", **options)
-        except InvalidURI as exc:
-            raise ConfigError(f"invalid MongoDB URL {redact(url)!r}: {exc}") from None
-        except ConfigurationError as exc:
-            # mongodb+srv:// resolves its hosts right away: a DNS failure is an unreachable host
-            if url.startswith("mongodb+srv:") and any(w in str(exc) for w in _DNS_WORDS):
-                raise DatabaseUnavailable(f"cannot connect to MongoDB: {_reason(exc)}") from None
-            raise ConfigError(f"invalid MongoDB URL {redact(url)!r}: {exc}") from None
-        try:
-            self.db = self.client.get_default_database()
-        except ConfigurationError:
-            self.client.close()
-            raise ConfigError(
-                f"MongoDB URL {redact(url)!r} names no database: use mongodb://host:port/dbname"
-            ) from None
-        try:
-            hello = self.client.admin.command("hello")
-        except PyMongoError as exc:
-            self.client.close()
-            raise DatabaseUnavailable(f"cannot connect to MongoDB: {_reason(exc)}") from None
+        self.client, self.db, hello = connect(url)
         self.max_bson_size = int(hello.get("maxBsonObjectSize", DEFAULT_MAX_BSON_SIZE))
 
     def prepare(self, dataset: Dataset) -> None:
