@@ -12,6 +12,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import psycopg
 import pytest
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+_EXIT_STATUS = pytest.StashKey[int]()
 
 
 # --------------------------------------------------------------------------- files and SQLite
@@ -65,6 +67,38 @@ def fetch_fixture() -> Callable[..., list[tuple[Any, ...]]]:
     return fetch
 
 
+def call_with_deadline(
+    seconds: float, function: Callable[..., Any], *args: Any, **kwargs: Any
+) -> Any:
+    """``function(*args, **kwargs)``, failing the test if it has not returned after ``seconds``.
+
+    The call runs in a daemon thread so that a hang (say, a deadlock inside the engine) fails
+    one test instead of stalling the whole run.
+    """
+    outcome: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            outcome["value"] = function(*args, **kwargs)
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=call, name="deadline-call", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"{getattr(function, '__name__', function)} hung: no result after {seconds}s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+@pytest.fixture(name="call_with_deadline")
+def call_with_deadline_fixture() -> Callable[..., Any]:
+    """``call_with_deadline(seconds, function, *args, **kwargs)``: see the function above."""
+    return call_with_deadline
+
+
 # --------------------------------------------------------------------------- the CLI
 
 
@@ -77,6 +111,18 @@ def antioom_command() -> list[str]:
     if found:
         return [found]
     return [sys.executable, "-c", "from antioom.cli import main; main()"]
+
+
+@pytest.fixture(scope="session", name="antioom_command")
+def antioom_command_fixture() -> list[str]:
+    """The command that runs the ``antioom`` CLI (for tests that manage the process)."""
+    return antioom_command()
+
+
+@pytest.fixture(scope="session")
+def subprocess_env() -> dict[str, str]:
+    """The environment for CLI subprocesses: no ANTIOOM_* settings."""
+    return clean_env()
 
 
 @dataclass
@@ -95,18 +141,24 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def run_cli(tmp_path: Path) -> Callable[..., CliResult]:
-    """``run_cli(*args, input=b"...")``: run ``antioom ARGS`` in a subprocess (cwd tmp_path)."""
+    """``run_cli(*args, input=b"...")``: run ``antioom ARGS`` in a subprocess (cwd tmp_path).
 
-    def run(*args: str | Path, input: bytes | None = None, timeout: float = 120) -> CliResult:
-        completed = subprocess.run(
-            [*antioom_command(), *map(str, args)],
-            input=input,
-            capture_output=True,
-            cwd=tmp_path,
-            env=clean_env(),
-            timeout=timeout,
-            check=False,
-        )
+    A run that does not finish within ``timeout`` seconds is killed and fails the test.
+    """
+
+    def run(*args: str | Path, input: bytes | None = None, timeout: float = 60) -> CliResult:
+        try:
+            completed = subprocess.run(
+                [*antioom_command(), *map(str, args)],
+                input=input,
+                capture_output=True,
+                cwd=tmp_path,
+                env=clean_env(),
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"antioom {' '.join(map(str, args))} did not finish within {timeout}s")
         return CliResult(
             completed.returncode,
             completed.stdout.decode("utf-8", "replace"),
@@ -166,6 +218,22 @@ def pg_url(pg_server_url: str, pg_schema: str) -> str:
         current = conn.execute("SELECT current_schema()").fetchone()
     assert current == (pg_schema,), "the search_path option did not select the test schema"
     return url
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """After a hang (see call_with_deadline), end the run with its exit status right away.
+
+    The hung call is stuck in a daemon thread inside Arrow's C++ threads; letting the
+    interpreter finalise around it aborts the process (SIGABRT) after the report.
+    """
+    if any(t.name == "deadline-call" and t.is_alive() for t in threading.enumerate()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(config.stash.get(_EXIT_STATUS, 1))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

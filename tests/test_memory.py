@@ -3,21 +3,24 @@
 The CLI runs as a child process; its peak resident set size is the kernel's ``ru_maxrss`` from
 ``os.wait4``, so nothing is sampled and nothing is missed. The products files are generated
 once per session (``antioom generate``, or a plain Python loop if that is unavailable).
+
+Linux carries a process's memory high-water mark across ``exec`` into its ``ru_maxrss``, so a
+child forked by this (large) pytest process would report at least pytest's own peak. The CLI is
+therefore started by a tiny launcher process, which waits for it and reports its ``ru_maxrss``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
-import threading
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-from conftest import antioom_command, clean_env
 
 pytestmark = pytest.mark.slow
 
@@ -43,11 +46,11 @@ def _generate_with_python(path: Path, size: int) -> None:
             i += 10_000
 
 
-def _generate(path: Path, label: str) -> None:
+def _generate(command: list[str], env: dict[str, str], path: Path, label: str) -> None:
     result = subprocess.run(
-        [*antioom_command(), "generate", str(path), "--size", label],
+        [*command, "generate", str(path), "--size", label],
         capture_output=True,
-        env=clean_env(),
+        env=env,
         timeout=TIMEOUT_S,
         check=False,
     )
@@ -56,12 +59,14 @@ def _generate(path: Path, label: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def products_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def products_files(
+    tmp_path_factory: pytest.TempPathFactory, antioom_command: list[str], subprocess_env
+) -> dict[str, Path]:
     directory = tmp_path_factory.mktemp("products")
     files = {}
     for label in SIZES:
         files[label] = directory / f"products-{label}.csv"
-        _generate(files[label], label)
+        _generate(antioom_command, subprocess_env, files[label], label)
     return files
 
 
@@ -74,25 +79,44 @@ class Measured:
     db: Path
 
 
-def _import_measuring_peak(csv_path: Path, directory: Path) -> Measured:
+LAUNCHER = """
+import os, subprocess, sys
+child = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(child.pid, 0)
+child.returncode = os.waitstatus_to_exitcode(status)
+with open(sys.argv[1], "w") as out:
+    out.write(f"{child.returncode} {usage.ru_maxrss}")
+"""
+
+
+def _import_measuring_peak(
+    antioom: list[str], env: dict[str, str], csv_path: Path, directory: Path
+) -> Measured:
     db = directory / f"{csv_path.stem}.db"
     out, err = directory / f"{csv_path.stem}.out", directory / f"{csv_path.stem}.err"
-    command = [*antioom_command(), "import", str(csv_path), "--dataset", "products",
+    rusage = directory / f"{csv_path.stem}.rusage"
+    command = [*antioom, "import", str(csv_path), "--dataset", "products",
                "--db", f"sqlite:///{db}", "--json"]  # fmt: skip
     with open(out, "wb") as stdout, open(err, "wb") as stderr:
-        child = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=clean_env())
-        watchdog = threading.Timer(TIMEOUT_S, child.kill)
-        watchdog.start()
+        launcher = subprocess.Popen(
+            [sys.executable, "-c", LAUNCHER, str(rusage), *command],
+            stdout=stdout,
+            stderr=stderr,
+            env=env,
+            start_new_session=True,
+        )
         try:
-            _, status, usage = os.wait4(child.pid, 0)
-        finally:
-            watchdog.cancel()
-        child.returncode = os.waitstatus_to_exitcode(status)
+            launcher.wait(TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
+            pytest.fail(f"importing {csv_path.name} took more than {TIMEOUT_S}s")
+    code, maxrss_kib = map(int, rusage.read_text().split())
     text = out.read_text()
     return Measured(
-        code=child.returncode,
-        peak_rss_mb=usage.ru_maxrss / 1024,  # KiB on Linux
-        summary=json.loads(text) if child.returncode == 0 and text.strip() else {},
+        code=code,
+        peak_rss_mb=maxrss_kib / 1024,
+        summary=json.loads(text) if code == 0 and text.strip() else {},
         stderr=err.read_text(),
         db=db,
     )
@@ -100,10 +124,16 @@ def _import_measuring_peak(csv_path: Path, directory: Path) -> Measured:
 
 @pytest.fixture(scope="session")
 def measured(
-    products_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+    products_files: dict[str, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+    antioom_command: list[str],
+    subprocess_env: dict[str, str],
 ) -> dict[str, Measured]:
     directory = tmp_path_factory.mktemp("memory")
-    return {label: _import_measuring_peak(path, directory) for label, path in products_files.items()}
+    return {
+        label: _import_measuring_peak(antioom_command, subprocess_env, path, directory)
+        for label, path in products_files.items()
+    }
 
 
 def test_large_import_completes_every_row(measured, products_files, fetch):

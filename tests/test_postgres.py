@@ -70,8 +70,7 @@ def test_plain_insert(write_csv, pg_url, fetch):
 def test_table_import_infers_column_types(write_csv, pg_url, fetch):
     import_csv(
         write_csv(
-            "count,ratio,flag,day,moment,label\n"
-            "1,1.5,true,2024-01-05,2024-01-05 10:11:12,alpha\n"
+            "count,ratio,flag,day,moment,label\n1,1.5,true,2024-01-05,2024-01-05 10:11:12,alpha\n"
         ),
         pg_url,
         table="t",
@@ -91,9 +90,7 @@ def test_table_import_infers_column_types(write_csv, pg_url, fetch):
     ]
 
 
-def test_keyed_insert_rejects_duplicates_and_lands_the_rest_of_the_batch(
-    write_csv, pg_url, fetch
-):
+def test_keyed_insert_rejects_duplicates_and_lands_the_rest_of_the_batch(write_csv, pg_url, fetch):
     import_csv(write_csv("sku,name,price\nA,old,1\n"), pg_url, dataset="products")
     summary = import_csv(
         write_csv("sku,name,price\nB,b,2\nA,new,9\nC,c,3\nB,again,4\n", "second.csv"),
@@ -122,6 +119,14 @@ def test_upsert_last_occurrence_wins_within_a_batch(write_csv, pg_url, fetch):
     assert summary.batches == 1
     assert products(pg_url, fetch) == [("A", "third", 4.0), ("B", "only", 2.0)]
     assert summary.rows == summary.processed + summary.failed == 4
+
+
+def test_upsert_keeps_every_key_when_one_repeats(write_csv, pg_url, fetch):
+    summary = import_csv(
+        write_csv("sku,name,price\nA,first,1\nA,second,2\nB,only,3\n"), pg_url, dataset="products"
+    )
+    assert (summary.status, summary.failed) == ("completed", 0)
+    assert products(pg_url, fetch) == [("A", "second", 2.0), ("B", "only", 3.0)]
 
 
 def test_upsert_last_occurrence_wins_across_batches(write_csv, pg_url, fetch):
@@ -182,9 +187,7 @@ def test_types_round_trip(tmp_path: Path, write_csv, pg_url, fetch):
     ]  # fmt: skip
 
 
-def test_nul_byte_is_rejected_with_the_database_reason_and_the_rest_lands(
-    write_csv, pg_url, fetch
-):
+def test_nul_byte_is_rejected_with_the_database_reason_and_the_rest_lands(write_csv, pg_url, fetch):
     summary = import_csv(
         write_csv(b"name,city\nann,paris\nbob,ro\x00me\ncid,oslo\n"), pg_url, table="t"
     )
@@ -225,9 +228,7 @@ def test_a_batch_is_committed_exactly_once(pg_url, fetch):
         third = other_connection.write(batch)
     assert (first.duplicate, again.duplicate, third.duplicate) == (False, True, True)
     assert fetch(pg_url, "SELECT count(*) FROM plain") == [(3,)]
-    assert fetch(pg_url, "SELECT import_id, seq, rows FROM antioom_batches") == [
-        ("import-1", 7, 3)
-    ]
+    assert fetch(pg_url, "SELECT import_id, seq, rows FROM antioom_batches") == [("import-1", 7, 3)]
 
 
 def test_a_keyed_batch_is_committed_exactly_once(pg_url, fetch):

@@ -315,7 +315,8 @@ def test_a_later_value_breaking_the_inferred_type_is_a_rejected_row(write_csv, s
         dialect=Dialect(max_record_bytes=1024),  # the type is inferred from the first 1 KiB
     )
     assert summary.status == "completed"
-    assert [(r.record, r.column, r.reason) for r in summary.rejects] == [(501, "n", "not an integer")]
+    rejects = [(r.record, r.column, r.reason) for r in summary.rejects]
+    assert rejects == [(501, "n", "not an integer")]
     assert fetch(sqlite_url, "SELECT count(*), max(n) FROM t") == [(501, 501)]
 
 
@@ -364,7 +365,8 @@ def test_keyed_insert_rejects_an_existing_key_and_lands_the_rest_of_the_batch(
         mode="insert",
     )
     assert summary.batches == 1
-    assert [(r.record, r.reason.startswith("duplicate key")) for r in summary.rejects] == [(2, True)]
+    assert [r.record for r in summary.rejects] == [2]
+    assert summary.rejects[0].reason.startswith("duplicate key")
     assert products(sqlite_url, fetch) == [("A", "old", 1.0), ("B", "b", 2.0), ("C", "c", 3.0)]
     assert (summary.processed, summary.failed, summary.rows) == (2, 1, 3)
 
@@ -402,9 +404,7 @@ def test_sqlite_sink_commits_a_batch_once(sqlite_url, fetch):
 
 
 def test_rejects_file_has_one_line_per_rejected_row(write_csv, tmp_path, run_cli, sqlite_url):
-    data = write_csv(
-        "sku,name,price\nA,ok,1\nB,bad,-1\nC\nD,\"multi\nline\",x\n=HYPERLINK(1),f,-2\n"
-    )
+    data = write_csv('sku,name,price\nA,ok,1\nB,bad,-1\nC\nD,"multi\nline",x\n=HYPERLINK(1),f,-2\n')
     rejects = tmp_path / "rejects.csv"
     result = run_cli(
         "import", data, "--dataset", "products", "--db", sqlite_url, "--rejects", rejects

@@ -21,7 +21,7 @@ import typer
 
 from antioom.api import default_db, import_csv
 from antioom.engine.pipeline import DEFAULT_BATCH_SIZE
-from antioom.engine.progress import Heartbeat, ProgressEvent, Summary
+from antioom.engine.progress import Heartbeat, ProgressEvent, Summary, peak_rss_mb
 from antioom.engine.records import Dialect
 from antioom.engine.rejects import RejectsWriter
 from antioom.errors import AntioomError, ConfigError, InputError
@@ -173,7 +173,7 @@ def _run_import(
             on_reject = RejectsWriter(out).write
         on_progress = None if quiet else stack.enter_context(ProgressDisplay(path))
         try:
-            return import_csv(
+            summary = import_csv(
                 path,
                 options.pop("db"),
                 datasets_file=options.pop("datasets"),
@@ -182,6 +182,9 @@ def _run_import(
                 cancel=cancel,
                 **options,
             )
+            # The process's own high-water mark: the engine samples only at batch ends.
+            summary.peak_rss_mb = max(summary.peak_rss_mb, peak_rss_mb() or 0.0)
+            return summary
         except KeyboardInterrupt:
             cancel.set()
             raise
@@ -470,4 +473,14 @@ def _is_loopback(host: str) -> bool:
 
 
 def main() -> None:
-    app()
+    """Console entry point. Ends with ``os._exit`` once output is flushed: after a failed
+    import, Arrow's read-ahead thread may still be about to call into Python, and doing so
+    while the interpreter finalises aborts the process (SIGABRT) after the error was shown."""
+    try:
+        app()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -92,12 +92,19 @@ def keep_last(table: pa.Table, key: tuple[str, ...]) -> pa.Table:
     For sinks whose bulk upsert cannot touch a row twice in one statement (PostgreSQL's
     ``ON CONFLICT DO UPDATE``): dropping the earlier occurrences gives "last one wins".
     """
+    rows = last_rows(table, key)
+    return table if rows is None else table.take(rows)
+
+
+def last_rows(table: pa.Table, key: tuple[str, ...]) -> pa.Array | None:
+    """The indices (ascending) of the last row of each key, or None if no key repeats."""
     if len(key) == 1 and pc.count_distinct(table.column(key[0])).as_py() == table.num_rows:
-        return table
+        return None
     numbered = table.select(list(key)).append_column(
         "antioom_row", pa.array(range(table.num_rows), pa.int64())
     )
     last = numbered.group_by(list(key)).aggregate([("antioom_row", "max")])
     if last.num_rows == table.num_rows:
-        return table
-    return table.take(pc.sort_indices(last.column("antioom_row_max")))
+        return None
+    rows = last.column("antioom_row_max").combine_chunks()
+    return pc.take(rows, pc.sort_indices(rows))

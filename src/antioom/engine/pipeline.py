@@ -86,6 +86,7 @@ def run_import(
     meter = Meter(Summary(import_id, "running", name, name))
     cancel = cancel or threading.Event()
     stop = threading.Event()
+    records: CsvRecords | None = None
     try:
         records = CsvRecords(decompressed(source), options.dialect)
         blocks = records.blocks(_included(records, target))
@@ -99,6 +100,8 @@ def run_import(
             "aborted" if isinstance(exc, ImportCancelled) else "failed"
         )
         exc.summary = meter.finish(early, str(exc))  # type: ignore[attr-defined]
+        if records is not None:
+            records.close()
         raise
     items: queue.Queue[QueueItem] = queue.Queue(maxsize=QUEUE_BATCHES)
 

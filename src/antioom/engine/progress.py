@@ -22,6 +22,21 @@ def rss_mb() -> float:
     return round(float(_PROCESS.memory_info().rss) / (1 << 20), 1)
 
 
+def peak_rss_mb() -> float | None:
+    """This process's true peak RSS (VmHWM, Linux) in MiB, or None where unknown.
+
+    Unlike ``ru_maxrss`` it starts afresh at exec, so it is the peak of this program alone.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
 @dataclass(frozen=True)
 class ProgressEvent:
     """Sent after every committed batch (and once at the start)."""

@@ -14,7 +14,9 @@ import codecs
 import csv
 import io
 import threading
+import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +31,8 @@ SNIFF_DELIMITERS = ",;\t|"
 # Blocks Arrow may read ahead of the blocks we have consumed. Arrow's own read-ahead queue
 # holds up to 32 blocks (32 MiB at the default block size); this keeps it to a few.
 READAHEAD_BLOCKS = 3
+STALL_S = 0.05
+QUIET_S = 0.1
 
 
 def _use_jemalloc() -> None:
@@ -90,6 +94,10 @@ class Block:
     def record_number(self, row: int) -> int:
         """The 1-based record number of parsed row ``row`` of this block."""
         return record_at(self.first_record, self.skipped, row)
+
+
+def _has_surrogates(text: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
 
 
 def record_at(first: int, gaps: Sequence[int], row: int) -> int:
@@ -181,6 +189,8 @@ class CsvRecords:
             except csv.Error as exc:
                 raise InputError(f"cannot parse the header: {exc}") from None
             if rows and (len(rows) > 1 or at_eof):
+                if any(_has_surrogates(name) for name in rows[0]):
+                    raise InputError(f"the header is not valid {self.dialect.encoding}")
                 self._raw_header = rows[0]
                 return [name.strip() for name in rows[0]]
             if at_eof:
@@ -192,12 +202,14 @@ class CsvRecords:
             size = min(size * 4, limit)
 
     def _decode_prefix(self, prefix: bytes, *, final: bool) -> str:
-        decoder = codecs.getincrementaldecoder(self.dialect.encoding)()
+        """Decode the peeked prefix. Bad bytes beyond the header are the data's business
+        (reported later with their record number), so they are escaped, not fatal, here."""
+        decoder = codecs.getincrementaldecoder(self.dialect.encoding)("surrogateescape")
         try:
             text = decoder.decode(prefix, final=final)
-        except UnicodeDecodeError as exc:
+        except UnicodeDecodeError as exc:  # codecs without surrogateescape support
             raise InputError(
-                f"the header is not valid {self.dialect.encoding} (byte offset {exc.start})"
+                f"the input is not valid {self.dialect.encoding} (byte offset {exc.start})"
             ) from None
         return text.removeprefix("\ufeff")
 
@@ -229,7 +241,8 @@ class CsvRecords:
         while True:
             try:
                 self._gate.release()
-                batch = reader.read_next_batch()
+                with self._gate.consumer_waiting():
+                    batch = reader.read_next_batch()
             except StopIteration:
                 break
             except pa.ArrowInvalid as exc:
@@ -282,12 +295,13 @@ class CsvRecords:
             quoted_strings_can_be_null=False,
         )
         try:
-            reader = pa_csv.open_csv(
-                pa.PythonFile(self._gate, mode="r"),
-                read_options=read_options,
-                parse_options=parse_options,
-                convert_options=convert_options,
-            )
+            with self._gate.consumer_waiting():
+                reader = pa_csv.open_csv(
+                    pa.PythonFile(self._gate, mode="r"),
+                    read_options=read_options,
+                    parse_options=parse_options,
+                    convert_options=convert_options,
+                )
         except pa.ArrowInvalid as exc:
             raise self._explain(exc, 1) from None
         except UnicodeError as exc:
@@ -315,26 +329,65 @@ class CsvRecords:
 
 
 class _ReadAheadGate:
-    """Lets Arrow read a block only when one of ``blocks`` permits is free.
+    """Keeps Arrow's background reader at most ``blocks`` reads ahead of the consumer.
 
-    A permit is returned each time a parsed block is taken, so Arrow's background reader stays
-    at most ``blocks`` blocks ahead of the consumer: bounded memory, and backpressure reaches
-    the source as soon as the consumer is slow.
+    A permit is spent per read and returned each time the consumer takes a parsed block. If
+    the consumer is itself waiting on Arrow (opening, or inside ``read_next_batch``) and no
+    permit has come for ``STALL_S``, Arrow needs more bytes to make progress (a record spanning
+    blocks, a decoder reading ahead) and one read is let through: the gate cannot deadlock.
+    When the consumer is slow elsewhere (the database), Arrow stops reading: bounded memory,
+    and backpressure reaches the source.
     """
 
     def __init__(self, stream: Readable, blocks: int) -> None:
         self._stream = stream
-        self._permits = threading.Semaphore(blocks - 1)
+        self._permits = blocks
+        self._consumer_waiting = False
+        self._eof = False
+        self._in_flight = 0
+        self._last_read = 0.0
+        self._cond = threading.Condition()
         self.closed = False
 
     def read(self, size: int = -1, /) -> bytes:
-        while not self._permits.acquire(timeout=0.1):
-            if self.closed:
+        with self._cond:
+            self._last_read = time.monotonic()
+            while self._permits <= 0 and not self.closed:
+                stalled = not self._cond.wait(timeout=STALL_S)
+                if stalled and self._consumer_waiting:
+                    break  # the consumer is waiting for this very read: let it through
+            if self.closed or self._eof:
                 return b""
-        return b"" if self.closed else self._stream.read(size)
+            self._permits -= 1
+            self._in_flight += 1
+        data = b""  # also when the source raises: nothing more is read after an error
+        try:
+            data = self._stream.read(size)
+        finally:
+            with self._cond:
+                self._in_flight -= 1
+                if not data:  # end of input: later reads are free and immediate
+                    self._eof = True
+                    self._permits += 1
+                self._cond.notify_all()
+        return data
+
+    @contextmanager
+    def consumer_waiting(self) -> Iterator[None]:
+        """Mark that the consumer is blocked on Arrow, which may then read what it needs."""
+        with self._cond:
+            self._consumer_waiting = True
+            self._cond.notify_all()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._consumer_waiting = False
 
     def release(self) -> None:
-        self._permits.release()
+        with self._cond:
+            self._permits += 1
+            self._cond.notify_all()
 
     def readable(self) -> bool:
         return True
@@ -342,5 +395,16 @@ class _ReadAheadGate:
     def seekable(self) -> bool:
         return False
 
-    def close(self) -> None:
-        self.closed = True
+    def close(self, wait_s: float = 2.0) -> None:
+        """Refuse further reads, then wait (at most ``wait_s``) until Arrow's reader has gone
+        quiet: no read in progress and none started for ``QUIET_S``. An Arrow thread calling
+        into Python while the interpreter shuts down would abort the process."""
+        deadline = time.monotonic() + wait_s
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+            while time.monotonic() < deadline:
+                quiet_for = time.monotonic() - self._last_read
+                if self._in_flight == 0 and quiet_for >= QUIET_S:
+                    return
+                self._cond.wait(timeout=QUIET_S)

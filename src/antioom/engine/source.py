@@ -53,11 +53,14 @@ class PeekableReader:
     def read(self, size: int = -1, /) -> bytes:
         if not self._pushback:
             return self._read_raw(size)
-        if size < 0 or size >= len(self._pushback):
-            data, self._pushback = self._pushback, b""
-        else:
+        if 0 <= size < len(self._pushback):
             data, self._pushback = self._pushback[:size], self._pushback[size:]
-        return data
+            return data
+        # Hand back a full read, not just the peeked bytes: the parser infers from its first
+        # block, and a 4-byte first block would make a poor sample.
+        data, self._pushback = self._pushback, b""
+        rest = self._read_raw(-1 if size < 0 else size - len(data))
+        return data + rest
 
     def readable(self) -> bool:
         return True

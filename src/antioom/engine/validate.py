@@ -278,7 +278,10 @@ def infer_dataset(table: str, headers: Sequence[str], sample: pa.RecordBatch) ->
     names = column_names(headers)
     columns: list[Column] = []
     for i, (header, name) in enumerate(zip(headers, names, strict=True)):
-        values = pc.utf8_trim_whitespace(sample.column(i).cast(pa.string(), safe=False))
+        try:
+            values = pc.utf8_trim_whitespace(sample.column(i).cast(pa.string()))
+        except pa.ArrowInvalid:  # not UTF-8: validation reports the record; text meanwhile
+            values = pa.array([], pa.string())
         values = pc.filter(values, pc.greater(pc.binary_length(values), 0))
         columns.append(
             Column(name=name, type=_infer_type(values), source=None if header == name else header)

@@ -352,8 +352,7 @@ def open_store(url: str) -> Store:
             try:
                 return psycopg.connect(url, connect_timeout=5)
             except psycopg.OperationalError as exc:
-                text = str(exc).strip()
-                reason = text.splitlines()[-1] if text else "unreachable"
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreachable"
                 raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {reason}") from None
 
         return _PostgresStore(connect_postgres)

@@ -53,7 +53,7 @@ from pymongo.errors import (
     PyMongoError,
 )
 
-from antioom.engine.batching import Batch
+from antioom.engine.batching import Batch, last_rows
 from antioom.engine.datasets import UPDATED_AT, Column, Dataset
 from antioom.errors import ConfigError, DatabaseLost, DatabaseUnavailable
 from antioom.sinks import redact
@@ -145,9 +145,10 @@ class MongoSink(Sink):
         dataset = self.dataset
         rows: list[int] | None = None  # batch row of each row of ``table``; None: the same
         if dataset.mode == "upsert":
-            rows = _last_rows(table, dataset.key)
-            if rows is not None:
-                table = table.take(pa.array(rows, pa.int64()))
+            last = last_rows(table, dataset.key)
+            if last is not None:
+                rows = last.to_pylist()
+                table = table.take(last)
         names = [c.name for c in dataset.columns]
         values: dict[str, list[Any]] = {}
         bad: dict[int, str] = {}
@@ -338,29 +339,12 @@ def _documents(names: list[str], columns: list[list[Any]]) -> list[Document]:
     return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
-def _last_rows(table: pa.Table, key: tuple[str, ...]) -> list[int] | None:
-    """The rows holding the last occurrence of each key, in input order (None: all rows).
-
-    Like :func:`~antioom.engine.batching.keep_last`, but keeping the row numbers, which map
-    the server's errors back to the batch.
-    """
-    if len(key) == 1 and pc.count_distinct(table.column(key[0])).as_py() == table.num_rows:
-        return None
-    numbered = table.select(list(key)).append_column(
-        "antioom_row", pa.array(range(table.num_rows), pa.int64())
-    )
-    last = numbered.group_by(list(key)).aggregate([("antioom_row", "max")])
-    if last.num_rows == table.num_rows:
-        return None
-    return sorted(last.column("antioom_row_max").to_pylist())
-
-
 def _occurrence_rounds(
     table: pa.Table, key: tuple[str, ...], keep: list[int] | None
 ) -> list[list[int]] | None:
     """Positions (in ``keep``) grouped by occurrence: first occurrences of each key, then the
     second ones, … (None when no key repeats, the usual case: a single round)."""
-    if _last_rows(table, key) is None:
+    if last_rows(table, key) is None:
         return None
     rows = keep if keep is not None else range(table.num_rows)
     keys = list(zip(*(table.column(k).to_pylist() for k in key), strict=True))

@@ -46,8 +46,7 @@ class PostgresSink(Sink):
         try:
             self.conn = psycopg.connect(url, connect_timeout=10)
         except psycopg.OperationalError as exc:
-            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreachable"
-            raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {reason}") from None
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {_first_line(exc)}") from None
         except psycopg.ProgrammingError as exc:
             raise ConfigError(f"invalid PostgreSQL URL: {exc}") from None
 
