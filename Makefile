@@ -10,10 +10,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## Generate a sample products file (if missing) and import it into SQLite with live progress.
+## Serve the dashboard and API on the embedded SQLite default (a sample products.csv is
+## generated if missing: upload it from the dashboard or with `antioom upload`).
 run: $(STAMP)
 	test -f products.csv || $(VENV)/bin/antioom generate products.csv --size 100MB
-	$(VENV)/bin/antioom import products.csv --dataset products
+	$(VENV)/bin/antioom serve
 
 ## Run the linters and every test.
 test: $(STAMP) lint

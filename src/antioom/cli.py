@@ -190,40 +190,51 @@ def _run_import(
             raise
 
 
+def _file_size(path: str) -> int | None:
+    """The size of a regular file, or None (stdin, pipes): the progress bar's total."""
+    return None if path == "-" or not os.path.isfile(path) else os.path.getsize(path)
+
+
+def _byte_progress(*fields: str) -> Any:
+    """A rich progress bar of bytes on stderr, with extra text columns (task fields)."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        *(TextColumn(field) for field in fields),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
+
+
 class ProgressDisplay:
     """A rich progress bar on a terminal; the seed's heartbeat log lines otherwise."""
 
     def __init__(self, path: str) -> None:
-        self._total = None if path == "-" or not os.path.isfile(path) else os.path.getsize(path)
+        self._total = _file_size(path)
         self._bar: Any = None
         self._task: Any = None
         self._heartbeat: Heartbeat | None = None
 
     def __enter__(self) -> ProgressDisplay:
         if sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-                TransferSpeedColumn,
-            )
-
-            self._bar = Progress(
-                TextColumn("[bold]importing"),
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                TextColumn("{task.fields[rows]} rows, {task.fields[failed]} rejected"),
-                TextColumn("RSS {task.fields[rss]} MB"),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-                transient=False,
+            self._bar = _byte_progress(
+                "{task.fields[rows]} rows, {task.fields[failed]} rejected",
+                "RSS {task.fields[rss]} MB",
             )
             self._bar.start()
-            self._task = self._bar.add_task("import", total=self._total, rows=0, failed=0, rss=0)
+            self._task = self._bar.add_task("importing", total=self._total, rows=0, failed=0, rss=0)
         else:
             logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
             self._heartbeat = Heartbeat()
@@ -394,31 +405,14 @@ class UploadProgress:
     """Bytes sent: a rich progress bar on a terminal, a line every few seconds otherwise."""
 
     def __init__(self, path: str) -> None:
-        self._total = None if path == "-" or not os.path.isfile(path) else os.path.getsize(path)
+        self._total = _file_size(path)
         self._bar: Any = None
         self._task: Any = None
         self._last = 0.0
 
     def __enter__(self) -> UploadProgress:
         if sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-                TransferSpeedColumn,
-            )
-
-            self._bar = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-            )
+            self._bar = _byte_progress()
             self._bar.start()
             self._task = self._bar.add_task("uploading", total=self._total)
         return self
