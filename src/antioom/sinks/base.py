@@ -9,6 +9,7 @@ identified by their index in the batch; the engine turns them into record number
 from __future__ import annotations
 
 import abc
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -100,3 +101,18 @@ def write_isolating(
             pending.append((middle, stop))
             pending.append((start, middle))
     return errors
+
+
+def refused_rows(
+    table: pa.Table, key: tuple[str, ...], landed: Counter[tuple[Any, ...]]
+) -> list[int]:
+    """Rows of ``table`` whose key did not land, given the keys an ``INSERT … ON CONFLICT DO
+    NOTHING RETURNING key`` returned: each landed key accounts for its first occurrence."""
+    keys = zip(*(table.column(name).to_pylist() for name in key), strict=True)
+    refused = []
+    for row, value in enumerate(keys):
+        if landed[value] > 0:
+            landed[value] -= 1
+        else:
+            refused.append(row)
+    return refused

@@ -12,7 +12,6 @@ insert runs ``ON CONFLICT DO NOTHING RETURNING key`` and rejects the rows that d
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
 import psycopg
 import pyarrow as pa
@@ -22,7 +21,14 @@ from psycopg import errors as pg_errors
 from antioom.engine.batching import Batch, keep_last
 from antioom.engine.datasets import UPDATED_AT, Column, Dataset
 from antioom.errors import ConfigError, DatabaseLost, DatabaseUnavailable
-from antioom.sinks.base import LEDGER_TABLE, RowError, Sink, WriteResult, write_isolating
+from antioom.sinks.base import (
+    LEDGER_TABLE,
+    RowError,
+    Sink,
+    WriteResult,
+    refused_rows,
+    write_isolating,
+)
 
 STAGING_TABLE = "antioom_staging"
 SEQ = "antioom_seq"
@@ -163,24 +169,10 @@ class PostgresSink(Sink):
                 f"ON CONFLICT DO NOTHING RETURNING {key}"
             )
             landed = Counter(tuple(row) for row in cursor.fetchall())
-        return _refused_rows(table, dataset.key, landed)
+        return refused_rows(table, dataset.key, landed)
 
     def close(self) -> None:
         self.conn.close()
-
-
-def _refused_rows(
-    table: pa.Table, key: tuple[str, ...], landed: Counter[tuple[Any, ...]]
-) -> list[int]:
-    """Rows whose key did not land: each landed key accounts for its first occurrence."""
-    keys = zip(*(table.column(name).to_pylist() for name in key), strict=True)
-    refused = []
-    for row, value in enumerate(keys):
-        if landed[value] > 0:
-            landed[value] -= 1
-        else:
-            refused.append(row)
-    return refused
 
 
 def _row_error(exc: Exception) -> str | None:
