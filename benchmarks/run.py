@@ -46,7 +46,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
@@ -691,7 +691,10 @@ def http_case(
             count_and_record_peak,
             antioom=True,
         ),
-        antioom_contender(data, pg_url, "products_plain", table_reset, count),
+        replace(
+            antioom_contender(data, pg_url, "products_plain", table_reset, count),
+            tool="antioom import (CLI)",
+        ),
         Target(1.1, "<= 1.1x the CLI"),
     )
 
@@ -903,7 +906,8 @@ def size_table(pairs: list[tuple[Measurement | None, Measurement]]) -> list[str]
             ratio = ours.median_wall_s / theirs.median_wall_s
             met = "yes" if ratio <= case.target.max_ratio else "**no**"
             lines.append(
-                f"| {case.title} | antioom | {ours.median_wall_s:.2f} | {ours.rows_per_s:,.0f} "
+                f"| {case.title} | {ours.contender.tool} | {ours.median_wall_s:.2f} "
+                f"| {ours.rows_per_s:,.0f} "
                 f"| {fmt_rss(ours)} | {ratio:.2f} | {case.target.label} | {met} |"
             )
         lines.append(
