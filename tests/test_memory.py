@@ -24,8 +24,10 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-# The README's target is 128 MB; this is loose on purpose for now and will be tightened.
-BUDGET_MB = 256
+# The target is 128 MB for a production install (measured by `make bench`: 105-121 MB). This
+# suite runs in the dev venv, where a test dependency installs numpy and pyarrow imports it
+# (~11 MB more), hence a little headroom.
+BUDGET_MB = 144
 # Going from 10 MB to 200 MB of input may cost at most this much more peak memory.
 GROWTH_MB = 16
 SIZES = {"10MB": 10 << 20, "200MB": 200 << 20}
