@@ -36,7 +36,6 @@ from antioom.sinks.base import Sink
 QUEUE_BATCHES = 2
 DEFAULT_BATCH_SIZE = 20_000
 DEFAULT_BATCH_BYTES = 8 << 20
-INFER_SAMPLE_BLOCKS = 1
 
 
 @dataclass(frozen=True)

@@ -112,23 +112,22 @@ def record_at(first: int, gaps: Sequence[int], row: int) -> int:
 
 
 class _MalformedRows:
-    """Collects rows whose field count is wrong; Arrow calls us from its parser."""
+    """Collects rows whose field count is wrong; Arrow calls us from its parser.
 
-    def __init__(self, header_rows: int, max_columns: int) -> None:
+    Arrow numbers every row (header included) because the reader parses serially
+    (``use_threads=False``); that number is what places the reject in the input.
+    """
+
+    def __init__(self, header_rows: int) -> None:
         self._header_rows = header_rows
         self._lock = threading.Lock()
         self.numbers: list[int] = []
         self.rejects: list[Reject] = []
-        self.max_columns = max_columns
-        self.untracked = 0
 
     def __call__(self, row: Any) -> str:
         record = int(row.number) - self._header_rows
         reason = f"expected {row.expected_columns} fields, found {row.actual_columns}"
         with self._lock:
-            if row.number < 0:  # Arrow could not number it; keep it counted anyway.
-                self.untracked += 1
-                record = 0
             index = bisect.bisect(self.numbers, record)
             self.numbers.insert(index, record)
             self.rejects.insert(
@@ -168,7 +167,7 @@ class CsvRecords:
             )
         self._reader: pa_csv.CSVStreamingReader | None = None
         self._gate = _ReadAheadGate(self._stream, READAHEAD_BLOCKS)
-        self._malformed = _MalformedRows(1 if dialect.header else 0, dialect.max_columns)
+        self._malformed = _MalformedRows(1 if dialect.header else 0)
 
     def _read_header(self) -> list[str]:
         """Parse the first record with Python's csv module from a peeked prefix."""
