@@ -24,10 +24,12 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-# The target is 128 MB for a production install (measured by `make bench`: 105-121 MB). This
-# suite runs in the dev venv, where a test dependency installs numpy and pyarrow imports it
-# (~11 MB more), hence a little headroom.
-BUDGET_MB = 144
+# The target is 128 MB for a production install (measured by `make bench`: 105-121 MB). Here
+# the budget is looser: this runs in the dev venv, where a test dependency installs numpy and
+# pyarrow imports it, and RSS counts shared-library pages, of which the kernel maps more when
+# the files sit in the page cache (a freshly installed venv, as in CI: +30 MB measured for the
+# same import). The flatness check below is the one that catches a buffer without a bound.
+BUDGET_MB = 192
 # Going from 10 MB to 200 MB of input may cost at most this much more peak memory.
 GROWTH_MB = 16
 SIZES = {"10MB": 10 << 20, "200MB": 200 << 20}
