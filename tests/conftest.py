@@ -241,3 +241,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "pg_url" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.postgres)
+
+
+def write_types_dataset(path: Path, *, table: str | None = None) -> Path:
+    """A datasets file declaring ``things``: one column of every type, upsert keyed by id."""
+    table_line = f"table = '{table}'\n" if table else ""
+    path.write_text(
+        f"[datasets.things]\n{table_line}key = ['id']\nmode = 'upsert'\n"
+        "columns = [\n"
+        "  { name = 'id', type = 'integer', required = true },\n"
+        "  { name = 'amount', type = 'decimal', precision = 12, scale = 3 },\n"
+        "  { name = 'ratio', type = 'float' },\n"
+        "  { name = 'active', type = 'boolean' },\n"
+        "  { name = 'day', type = 'date' },\n"
+        "  { name = 'moment', type = 'timestamp' },\n"
+        "  { name = 'label', type = 'string' },\n"
+        "]\n"
+    )
+    return path

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pyarrow as pa
 import pytest
 from bson import Decimal128, Int64
+from conftest import write_types_dataset
 from pymongo import MongoClient
 from pymongo.collection import Collection
 from pymongo.database import Database
@@ -198,19 +199,7 @@ def test_empty_file_creates_the_collection_and_writes_nothing(write_csv, mongo_u
 
 
 def test_types_round_trip_as_bson_types(tmp_path: Path, write_csv, mongo_url, db):
-    datasets = tmp_path / "datasets.toml"
-    datasets.write_text(
-        "[datasets.things]\nkey = ['id']\nmode = 'upsert'\n"
-        "columns = [\n"
-        "  { name = 'id', type = 'integer', required = true },\n"
-        "  { name = 'amount', type = 'decimal', precision = 12, scale = 3 },\n"
-        "  { name = 'ratio', type = 'float' },\n"
-        "  { name = 'active', type = 'boolean' },\n"
-        "  { name = 'day', type = 'date' },\n"
-        "  { name = 'moment', type = 'timestamp' },\n"
-        "  { name = 'label', type = 'string' },\n"
-        "]\n"
-    )
+    datasets = write_types_dataset(tmp_path / "datasets.toml")
     summary = import_csv(
         write_csv(
             "id,amount,ratio,active,day,moment,label\n"

@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pymysql
 import pytest
+from conftest import write_types_dataset
 from server_helpers import check_server_keeps_records
 
 from antioom import DatabaseUnavailable, import_csv
@@ -223,19 +224,7 @@ def bulk_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_types_round_trip(tmp_path: Path, write_csv, mysql_url, table, bulk_path):
-    datasets = tmp_path / "datasets.toml"
-    datasets.write_text(
-        f"[datasets.things]\ntable = '{table}'\nkey = ['id']\nmode = 'upsert'\n"
-        "columns = [\n"
-        "  { name = 'id', type = 'integer', required = true },\n"
-        "  { name = 'amount', type = 'decimal', precision = 12, scale = 3 },\n"
-        "  { name = 'ratio', type = 'float' },\n"
-        "  { name = 'active', type = 'boolean' },\n"
-        "  { name = 'day', type = 'date' },\n"
-        "  { name = 'moment', type = 'timestamp' },\n"
-        "  { name = 'label', type = 'string' },\n"
-        "]\n"
-    )
+    datasets = write_types_dataset(tmp_path / "datasets.toml", table=table)
     summary = import_csv(
         write_csv(
             "id,amount,ratio,active,day,moment,label\n"

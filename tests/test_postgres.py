@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 import pyarrow as pa
 import pytest
+from conftest import write_types_dataset
 
 from antioom import DatabaseUnavailable, import_csv
 from antioom.engine.batching import Batch
@@ -153,19 +154,7 @@ def test_upsert_updates_rows_of_an_earlier_import_and_their_updated_at(write_csv
 
 
 def test_types_round_trip(tmp_path: Path, write_csv, pg_url, fetch):
-    datasets = tmp_path / "datasets.toml"
-    datasets.write_text(
-        "[datasets.things]\nkey = ['id']\nmode = 'upsert'\n"
-        "columns = [\n"
-        "  { name = 'id', type = 'integer', required = true },\n"
-        "  { name = 'amount', type = 'decimal', precision = 12, scale = 3 },\n"
-        "  { name = 'ratio', type = 'float' },\n"
-        "  { name = 'active', type = 'boolean' },\n"
-        "  { name = 'day', type = 'date' },\n"
-        "  { name = 'moment', type = 'timestamp' },\n"
-        "  { name = 'label', type = 'string' },\n"
-        "]\n"
-    )
+    datasets = write_types_dataset(tmp_path / "datasets.toml")
     summary = import_csv(
         write_csv(
             "id,amount,ratio,active,day,moment,label\n"
