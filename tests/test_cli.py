@@ -93,7 +93,9 @@ def test_database_url_from_the_environment_default(run_cli, write_csv, tmp_path)
         (["--table", "t", "--max-record-bytes", "lots"], "invalid size"),
         (["--table", "t", "--encoding", "klingon"], "unknown encoding"),
         (["--table", "t", "--delimiter", ";;"], "delimiter must be one character"),
-        (["--table", "t", "--no-header"], "--columns"),
+        (["--table", "t", "--type", "price"], "NAME=TYPE"),
+        (["--table", "t", "--type", "price=money"], "unknown type"),
+        (["--table", "t", "--type", "colour=string"], "colour"),
         (["--dataset", "products", "--mode", "upsert", "--key", "colour"], "colour"),
     ],
 )
@@ -139,16 +141,19 @@ def test_missing_header_column_exits_3(run_cli, write_csv, sqlite_url):
     assert_one_line_error(result.stderr, "name")
 
 
-def test_empty_input_exits_3(run_cli, write_csv, sqlite_url):
+def test_empty_input_completes_with_nothing_to_import(run_cli, write_csv, sqlite_url):
     result = run_cli("import", write_csv(b""), "--table", "t", "--db", sqlite_url)
-    assert result.code == 3
-    assert_one_line_error(result.stderr, "empty")
+    assert result.code == 0, result.stderr
+    assert "completed: 0 rows" in result.stdout
+    assert "the input is empty" in result.stdout
 
 
-def test_undecodable_input_exits_3(run_cli, write_csv, sqlite_url):
-    result = run_cli("import", write_csv(b"a,b\nx1,\xff\xfe\n"), "--table", "t", "--db", sqlite_url)
+def test_input_in_another_encoding_exits_3_naming_the_byte(run_cli, write_csv, sqlite_url):
+    latin1 = "name,city\nJosé,Málaga\nRené,Zürich\nAna,Cádiz\n".encode("latin-1")
+    result = run_cli("import", write_csv(latin1), "--table", "t", "--db", sqlite_url)
     assert result.code == 3
-    assert_one_line_error(result.stderr)
+    assert_one_line_error(result.stderr, "--encoding")
+    assert "0xe9" in result.stderr
 
 
 @pytest.mark.parametrize(

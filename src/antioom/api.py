@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -54,6 +54,8 @@ def import_csv(
     table: str | None = None,
     mode: Literal["insert", "upsert"] | None = None,
     key: tuple[str, ...] | None = None,
+    types: Mapping[str, str] | None = None,
+    infer: bool = True,
     datasets_file: str | Path | None = None,
     dialect: Dialect | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -65,7 +67,8 @@ def import_csv(
 ) -> Summary:
     """Stream ``source`` (a path, ``-`` for stdin, or a binary stream) into ``db``.
 
-    Give ``dataset`` (a name or a :class:`Dataset`) or ``table`` (columns inferred). Returns
+    Give ``dataset`` (a name or a :class:`Dataset`) or ``table`` (columns inferred; ``types``
+    forces some, e.g. ``{"zip": "string"}``, and ``infer=False`` makes all text). Returns
     the summary; raises an :class:`~antioom.errors.AntioomError` on fatal errors, with the
     partial summary as ``error.summary``. The database is connected before any byte is read.
     """
@@ -75,7 +78,7 @@ def import_csv(
         raise ConfigError("the batch size must be at least 1")
     if isinstance(dataset, str):
         dataset = resolve_dataset(dataset, datasets_file)
-    target = Target(dataset=dataset, table=table, mode=mode, key=key)
+    target = Target(dataset=dataset, table=table, mode=mode, key=key, types=types, infer=infer)
     options = Options(
         dialect=dialect or Dialect(),
         batch_size=batch_size,

@@ -82,17 +82,56 @@ def import_command(
         str | None, typer.Option(help="insert or upsert (default: the dataset's mode).")
     ] = None,
     key: Annotated[str | None, typer.Option(help="Key columns, comma-separated.")] = None,
-    delimiter: Annotated[str, typer.Option(help="Field delimiter.")] = ",",
-    quote: Annotated[str, typer.Option(help="Quote character; empty for none.")] = '"',
-    escape: Annotated[str | None, typer.Option(help="Escape character (default: none).")] = None,
-    sniff: Annotated[bool, typer.Option("--sniff", help="Detect the delimiter.")] = False,
-    encoding: Annotated[str, typer.Option(help="Text encoding (any Python codec).")] = "utf-8",
-    no_header: Annotated[
-        bool, typer.Option("--no-header", help="The first line is data; needs --columns.")
-    ] = False,
-    columns: Annotated[
-        str | None, typer.Option(help="Column names, comma-separated (with --no-header).")
+    delimiter: Annotated[
+        str | None,
+        typer.Option(help="Field delimiter; \\t for tab. [default: detected among , | ; tab]"),
     ] = None,
+    quote: Annotated[
+        str | None,
+        typer.Option(help="Quote character; empty for none. [default: detected, \" or ']"),
+    ] = None,
+    escape: Annotated[
+        str | None,
+        typer.Option(help="Escape character; empty for none. [default: detected, none or \\]"),
+    ] = None,
+    sniff: Annotated[
+        bool, typer.Option("--sniff", hidden=True, help="Kept for old scripts: always on.")
+    ] = False,
+    encoding: Annotated[
+        str | None,
+        typer.Option(help="Text encoding (any Python codec). [default: from a BOM, else UTF-8]"),
+    ] = None,
+    header: Annotated[
+        bool | None,
+        typer.Option(
+            "--header/--no-header",
+            help="Whether the first record is a header. [default: detected]",
+        ),
+    ] = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(help="Column names, comma-separated (a header row is then skipped)."),
+    ] = None,
+    skip: Annotated[
+        int | None,
+        typer.Option(help="Skip this many lines first. [default: a preamble is detected]"),
+    ] = None,
+    comment: Annotated[
+        str | None, typer.Option(help="Drop lines starting with this character, e.g. #.")
+    ] = None,
+    null: Annotated[
+        str | None,
+        typer.Option(
+            help="Values read as NULL, comma-separated, e.g. NULL,\\N,NA (besides empty)."
+        ),
+    ] = None,
+    types: Annotated[
+        list[str] | None,
+        typer.Option("--type", help="With --table: force a column's type, NAME=TYPE (repeatable)."),
+    ] = None,
+    no_infer: Annotated[
+        bool, typer.Option("--no-infer", help="With --table: every column is text.")
+    ] = False,
     batch_size: Annotated[int, typer.Option(help="Rows per batch/transaction.")] = (
         DEFAULT_BATCH_SIZE
     ),
@@ -111,13 +150,15 @@ def import_command(
         if mode not in (None, "insert", "upsert"):
             raise ConfigError(f"invalid mode {mode!r}: use insert or upsert")
         dialect = Dialect(
-            delimiter="\t" if delimiter == "\\t" else delimiter,
-            quote_char=quote or None,
-            escape_char=escape,
-            header=not no_header,
+            delimiter=_unescape(delimiter),
+            quote_char=quote,
+            escape_char=_unescape(escape),
+            header=header,
             columns=_names(columns),
             encoding=encoding,
-            sniff=sniff,
+            skip_lines=skip,
+            comment=comment,
+            null_values=tuple(null.split(",")) if null is not None else (),
             max_record_bytes=parse_size(max_record_bytes),
             max_columns=max_columns,
         )
@@ -131,6 +172,8 @@ def import_command(
             mode=mode_value,
             key=_names(key),
             dialect=dialect,
+            types=_type_overrides(types),
+            infer=not no_infer,
             batch_size=batch_size,
             rejects=rejects,
             quiet=quiet or as_json,
@@ -144,6 +187,24 @@ def import_command(
         typer.echo(json.dumps(data))
     else:
         _print_summary(summary, rejects)
+
+
+def _unescape(text: str | None) -> str | None:
+    """``\\t`` as typed in a shell → a tab."""
+    return "\t" if text == "\\t" else text
+
+
+def _type_overrides(specs: list[str] | None) -> dict[str, str] | None:
+    """``["price=decimal", "zip=string"]`` → ``{"price": "decimal", "zip": "string"}``."""
+    if not specs:
+        return None
+    overrides = {}
+    for spec in specs:
+        name, sep, column_type = spec.partition("=")
+        if not sep or not name.strip() or not column_type.strip():
+            raise ConfigError(f"invalid --type {spec!r}: use NAME=TYPE, e.g. zip=string")
+        overrides[name.strip()] = column_type.strip()
+    return overrides
 
 
 def _names(text: str | None) -> tuple[str, ...] | None:
@@ -264,12 +325,38 @@ def _print_summary(summary: Summary, rejects: Path | None) -> None:
         f"{summary.duration_s:.2f}s ({summary.rows_per_s:,.0f} rows/s, peak RSS "
         f"{summary.peak_rss_mb:.0f} MB)"
     )
+    if summary.dialect:
+        typer.echo(f"read as: {describe_dialect(summary.dialect)}")
+    for note in summary.notes:
+        typer.echo(f"note: {note}")
     if summary.failed:
         where = f"all in {rejects}" if rejects else "use --rejects FILE for all of them"
         typer.echo(f"rejected rows ({where}):")
         for reject in summary.rejects[:5]:
             column = f" [{reject.column}]" if reject.column else ""
             typer.echo(f"  record {reject.record}{column}: {reject.reason}")
+
+
+def describe_dialect(report: dict[str, Any]) -> str:
+    """``delimiter ';' (detected), quote '"', no escape, header, encoding utf-8``."""
+    detected = set(report.get("detected", ()))
+
+    def shown(name: str, text: str) -> str:
+        return f"{text} (detected)" if name in detected else text
+
+    def char(value: str | None) -> str:
+        return repr("\\t" if value == "\t" else value).replace("\\\\", "\\")
+
+    parts = [
+        shown("delimiter", f"delimiter {char(report['delimiter'])}"),
+        shown("quote", f"quote {char(report['quote'])}" if report["quote"] else "no quoting"),
+        shown("escape", f"escape {char(report['escape'])}" if report["escape"] else "no escape"),
+        shown("header", "header" if report["header"] else "no header"),
+    ]
+    if report.get("skipped_lines"):
+        parts.append(shown("preamble", f"{report['skipped_lines']} line(s) skipped"))
+    parts.append(shown("encoding", f"encoding {report['encoding']}"))
+    return ", ".join(parts)
 
 
 @app.command()

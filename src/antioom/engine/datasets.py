@@ -43,6 +43,9 @@ class Column(BaseModel):
     source: str | None = Field(default=None, description="header name; defaults to name")
     required: bool = False
     trim: bool = True
+    lossless: bool = Field(
+        default=False, description="reject values the type would alter (leading zeros, digits)"
+    )
     min: Decimal | None = None
     max: Decimal | None = None
     gt: Decimal | None = None

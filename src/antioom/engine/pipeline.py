@@ -17,8 +17,8 @@ from __future__ import annotations
 import queue
 import threading
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import pyarrow as pa
@@ -28,6 +28,7 @@ from antioom.engine.datasets import Dataset
 from antioom.engine.progress import Meter, ProgressEvent, Summary
 from antioom.engine.records import Block, CsvRecords, Dialect
 from antioom.engine.rejects import Reject
+from antioom.engine.sniff import likely_delimiter
 from antioom.engine.source import CountingReader, decompressed
 from antioom.engine.validate import Validated, Validator, infer_dataset
 from antioom.errors import AntioomError, DatabaseLost, ImportCancelled, InputError
@@ -46,6 +47,8 @@ class Target:
     table: str | None = None
     mode: Literal["insert", "upsert"] | None = None
     key: tuple[str, ...] | None = None
+    types: Mapping[str, str] | None = None  # table mode: forced column types
+    infer: bool = True  # table mode: False makes every column text
 
 
 @dataclass(frozen=True)
@@ -86,8 +89,20 @@ def run_import(
     cancel = cancel or threading.Event()
     stop = threading.Event()
     records: CsvRecords | None = None
+    dialect = options.dialect
+    if target.dataset is not None and dialect.header is None:
+        dialect = replace(dialect, header=True)  # a dataset's columns are found by name
     try:
-        records = CsvRecords(decompressed(source), options.dialect)
+        records = CsvRecords(decompressed(source), dialect)
+        meter.summary.dialect = records.report
+        meter.summary.notes = records.notes
+        if records.empty:
+            meter.summary.bytes = source.bytes_read
+            records.close()
+            summary = meter.finish("completed")
+            if on_progress is not None:
+                on_progress(meter.event())
+            return summary
         blocks = records.blocks(_included(records, target))
         dataset, blocks = _resolve(target, records, blocks)
         meter.summary.dataset = dataset.name
@@ -238,16 +253,16 @@ def _resolve(
             c.header for c in dataset.columns if c.required and c.header not in records.header
         ]
         if missing:
+            likely = likely_delimiter(records.header, records.delimiter)
+            hint = f"; is the delimiter {likely!r}? (--delimiter)" if likely else ""
             raise InputError(
                 f"the header lacks required column(s) {', '.join(missing)} of dataset "
-                f"{dataset.name!r} (header: {', '.join(records.header)})"
+                f"{dataset.name!r} (header: {', '.join(records.header)}){hint}"
             )
         clash = [c.header for c in dataset.columns if c.header in duplicated]
         if clash:
             raise InputError(f"column(s) {', '.join(clash)} appear more than once in the header")
         return dataset, blocks
-    if duplicated:
-        raise InputError(f"column(s) {', '.join(duplicated)} appear more than once in the header")
     assert target.table is not None
     first = next(blocks, None)
     if first is not None:
@@ -255,7 +270,9 @@ def _resolve(
     else:
         schema = pa.schema([pa.field(name, pa.binary()) for name in records.header])
         sample = pa.RecordBatch.from_pylist([], schema=schema)
-    dataset = infer_dataset(target.table, records.header, sample)
+    dataset = infer_dataset(
+        target.table, records.header, sample, types=target.types, infer=target.infer
+    )
     dataset = dataset.with_options(mode=target.mode, key=target.key)
 
     def replay() -> Iterator[Block]:

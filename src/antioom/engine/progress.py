@@ -76,6 +76,8 @@ class Summary:
     finished_at: str | None = None
     error: str | None = None
     rejects: list[Reject] = field(default_factory=list)  # the first few, for display
+    dialect: dict[str, Any] | None = None  # how the input was read, and what was detected
+    notes: list[str] = field(default_factory=list)  # renamed columns, warnings
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -51,6 +51,8 @@ class PeekableReader:
         return self._pushback[:size]
 
     def read(self, size: int = -1, /) -> bytes:
+        if size == 0:
+            return b""
         if not self._pushback:
             return self._read_raw(size)
         if 0 <= size < len(self._pushback):
@@ -59,8 +61,9 @@ class PeekableReader:
         # Hand back a full read, not just the peeked bytes: the parser infers from its first
         # block, and a 4-byte first block would make a poor sample.
         data, self._pushback = self._pushback, b""
-        rest = self._read_raw(-1 if size < 0 else size - len(data))
-        return data + rest
+        if len(data) == size:
+            return data
+        return data + self._read_raw(-1 if size < 0 else size - len(data))
 
     def readable(self) -> bool:
         return True

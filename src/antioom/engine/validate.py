@@ -9,53 +9,40 @@ column take the slower path that finds the offending values.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from antioom.engine.casting import (
+    TYPE_REASONS,
+    any_true,
+    arrow_type,
+    convert,
+    infer_type,
+    lossy,
+    null_like,
+)
 from antioom.engine.datasets import Column, ColumnType, Dataset, check_identifier
+from antioom.engine.decoding import MARKER_PATTERN, show_markers
 from antioom.engine.records import Block
 from antioom.engine.rejects import Reject
-from antioom.errors import InputError
+from antioom.errors import ConfigError
 
-TRUE_WORDS = ("true", "t", "yes", "y", "1")
-FALSE_WORDS = ("false", "f", "no", "n", "0")
-
-# The accepted syntax of each type, in RE2. The regexes are only consulted when a whole-column
-# cast fails, to tell good values from bad; a value that matches still has to cast.
-SYNTAX: dict[ColumnType, str] = {
-    "integer": r"^[+-]?\d{1,19}$",
-    "float": r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$",
-    "decimal": r"^[+-]?(\d+\.?\d*|\.\d+)$",
-    "date": r"^\d{4}-\d{2}-\d{2}$",
-    "timestamp": r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?$",
-}
-TYPE_REASONS: dict[ColumnType, str] = {
-    "integer": "not an integer",
-    "float": "not a number",
-    "decimal": "not a decimal number",
-    "boolean": "not a boolean (true/false, yes/no, 1/0)",
-    "date": "not a date (YYYY-MM-DD)",
-    "timestamp": "not a timestamp (YYYY-MM-DD HH:MM:SS)",
-    "string": "",
-}
-
-
-def arrow_type(column: Column) -> pa.DataType:
-    """The Arrow type a column's values are converted to."""
-    return {
-        "string": pa.string(),
-        "integer": pa.int64(),
-        "float": pa.float64(),
-        "decimal": pa.decimal128(column.precision, column.scale),
-        "boolean": pa.bool_(),
-        "date": pa.date32(),
-        "timestamp": pa.timestamp("us"),
-    }[column.type]
+COLUMN_TYPES: tuple[ColumnType, ...] = (
+    "string",
+    "integer",
+    "float",
+    "decimal",
+    "boolean",
+    "date",
+    "timestamp",
+)
+UNDECODABLE = (
+    "holds bytes that are not valid text in the input's encoding (shown as \\xNN): use --encoding"
+)
 
 
 @dataclass
@@ -73,56 +60,6 @@ class _Check:
     column: str
     reason: str
     bad: pa.Array
-
-
-def _any(mask: pa.Array) -> bool:
-    return bool(pc.any(mask).as_py())
-
-
-def _null_like(values: pa.Array) -> pa.Scalar:
-    return pa.scalar(None, values.type)
-
-
-def convert(
-    values: pa.Array, column_type: ColumnType, target: pa.DataType
-) -> tuple[pa.Array, pa.Array | None]:
-    """Convert non-null strings to ``target``: (typed values, mask of bad values or None)."""
-    if column_type == "string":
-        return values, None
-    if column_type == "boolean":
-        lowered = pc.utf8_lower(values)
-        truthy = pc.is_in(lowered, value_set=pa.array(TRUE_WORDS))
-        known = pc.or_(truthy, pc.is_in(lowered, value_set=pa.array(FALSE_WORDS)))
-        bad = pc.and_(pc.is_valid(values), pc.invert(known))
-        return pc.if_else(pc.is_valid(values), truthy, pa.scalar(None, pa.bool_())), bad
-    try:
-        typed = pc.cast(values, target)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return _convert_slowly(values, column_type, target)
-    if column_type == "float":
-        bad = pc.invert(pc.fill_null(pc.is_finite(typed), True))
-        return typed, bad if _any(bad) else None
-    return typed, None
-
-
-def _convert_slowly(
-    values: pa.Array, column_type: ColumnType, target: pa.DataType
-) -> tuple[pa.Array, pa.Array]:
-    """Find the values that do not convert: syntax by regex, then per value if still needed."""
-    looks_right = pc.fill_null(pc.match_substring_regex(values, SYNTAX[column_type]), True)
-    candidates = pc.if_else(looks_right, values, _null_like(values))
-    try:
-        typed = pc.cast(candidates, target)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        converted: list[Any] = []
-        for value in candidates.to_pylist():
-            try:
-                converted.append(None if value is None else pa.scalar(value).cast(target).as_py())
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                converted.append(None)
-        typed = pa.array(converted, type=target)
-    bad = pc.and_(pc.is_valid(values), pc.is_null(typed))
-    return typed, bad
 
 
 def _bound(column: Column, value: Decimal, target: pa.DataType) -> pa.Scalar:
@@ -147,10 +84,9 @@ class Validator:
 
     def validate(self, block: Block) -> Validated:
         batch = block.batch
-        strings = [
-            self._decode(batch.column(i), name, block) for i, name in enumerate(self.headers)
-        ]
-        checks: list[_Check] = []
+        # Valid UTF-8 by construction (the decoding stage), so this cast cannot fail.
+        strings = [batch.column(i).cast(pa.string()) for i in range(len(self.headers))]
+        checks: list[_Check] = self._undecodable(strings) if block.suspect else []
         typed_columns: list[pa.Array] = []
         for column, target in zip(self.dataset.columns, self._targets, strict=True):
             position = self._position.get(column.header)
@@ -167,40 +103,44 @@ class Validator:
         bad = checks[0].bad
         for check in checks[1:]:
             bad = pc.or_(bad, check.bad)
-        if not _any(bad):
+        if not any_true(bad):
             return validated
         self._reject(validated, block, strings, checks, bad)
         validated.table = table.filter(pc.invert(bad))
         return validated
 
-    def _decode(self, column: pa.Array, header: str, block: Block) -> pa.Array:
-        try:
-            return column.cast(pa.string())
-        except pa.ArrowInvalid:
-            for row, value in enumerate(column.to_pylist()):
-                try:
-                    value.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise InputError(
-                        f"record {block.record_number(row)}, column {header!r}: byte "
-                        f"0x{value[exc.start]:02x} at offset {exc.start} is not valid UTF-8 "
-                        "(is the file in another encoding? use --encoding)"
-                    ) from None
-            raise
+    def _undecodable(self, strings: list[pa.Array]) -> list[_Check]:
+        """Rows holding bytes the input's encoding could not decode (markers)."""
+        names = {c.header: c.name for c in self.dataset.columns}
+        checks = []
+        for header, values in zip(self.headers, strings, strict=True):
+            marked = pc.fill_null(pc.match_substring_regex(values, MARKER_PATTERN), False)
+            if any_true(marked):
+                checks.append(_Check(names.get(header, header), UNDECODABLE, marked))
+        return checks
 
     def _column(
         self, column: Column, target: pa.DataType, raw: pa.Array
     ) -> tuple[pa.Array, list[_Check]]:
+        """Type one column. Unquoted empty fields arrive as NULL; a quoted empty one as ""
+        (kept in untrimmed text columns, as DuckDB does, and NULL everywhere else)."""
         checks: list[_Check] = []
         values = pc.utf8_trim_whitespace(raw) if column.trim else raw
         empty = pc.equal(pc.binary_length(values), 0)
-        if _any(empty):
-            if column.required or column.name in self.dataset.key:
-                checks.append(_Check(column.name, "required value is missing", empty))
-            values = pc.if_else(empty, _null_like(values), values)
+        if column.required or column.name in self.dataset.key:
+            missing = pc.fill_null(empty, True)
+            if any_true(missing):
+                checks.append(_Check(column.name, "required value is missing", missing))
+        if (column.trim or column.type != "string") and any_true(empty):
+            values = pc.if_else(pc.fill_null(empty, False), null_like(values), values)
         typed, bad_type = convert(values, column.type, target)
         if bad_type is not None:
             checks.append(_Check(column.name, f"{TYPE_REASONS[column.type]}", bad_type))
+        if column.lossless:
+            changed = lossy(values, column.type)
+            if changed is not None:
+                mask, reason = changed
+                checks.append(_Check(column.name, reason.replace("NAME", column.name), mask))
         checks.extend(self._rules(column, target, values, typed))
         return typed, checks
 
@@ -255,6 +195,8 @@ class Validator:
         rows = pc.indices_nonzero(bad)
         flags = [pc.take(check.bad, rows).to_pylist() for check in checks]
         raw = [pc.take(column, rows).to_pylist() for column in strings]
+        if block.suspect:
+            raw = [[None if v is None else show_markers(v) for v in values] for values in raw]
         for position, row in enumerate(rows.to_pylist()):
             first = next(i for i, flag in enumerate(flags) if flag[position])
             record = block.record_number(row)
@@ -272,45 +214,97 @@ class Validator:
         validated.rejects.sort(key=lambda reject: reject.record)
 
 
-def infer_dataset(table: str, headers: Sequence[str], sample: pa.RecordBatch) -> Dataset:
-    """A dataset for ``--table`` imports: one column per header, types inferred from a sample."""
+def infer_dataset(
+    table: str,
+    headers: Sequence[str],
+    sample: pa.RecordBatch,
+    *,
+    types: Mapping[str, str] | None = None,
+    infer: bool = True,
+) -> Dataset:
+    """A dataset for ``--table`` imports: one column per header, types inferred from a sample.
+
+    ``types`` forces a column's type (by header or column name: ``decimal``, or
+    ``decimal(P,S)``); ``infer=False`` makes every other column text. Inferred numeric columns
+    are ``lossless``: a later value the type would change (``007``) is rejected, not altered.
+    """
     check_identifier(table, "table name")
     names = column_names(headers)
+    forced = {key: _parse_type(key, value) for key, value in (types or {}).items()}
+    unknown = sorted(set(forced) - set(names) - set(headers))
+    if unknown:
+        raise ConfigError(
+            f"--type names unknown column(s) {', '.join(unknown)}; the columns are "
+            f"{', '.join(names)}"
+        )
     columns: list[Column] = []
     for i, (header, name) in enumerate(zip(headers, names, strict=True)):
-        try:
-            values = pc.utf8_trim_whitespace(sample.column(i).cast(pa.string()))
-        except pa.ArrowInvalid:  # not UTF-8: validation reports the record; text meanwhile
-            values = pa.array([], pa.string())
-        values = pc.filter(values, pc.greater(pc.binary_length(values), 0))
+        spec = forced.get(name) or forced.get(header)
+        source = None if header == name else header
+        if spec is not None:
+            column_type, precision, scale = spec
+            columns.append(
+                Column(
+                    name=name,
+                    type=column_type,
+                    source=source,
+                    trim=column_type != "string",
+                    precision=precision,
+                    scale=scale,
+                )
+            )
+            continue
+        column_type = _sampled_type(sample.column(i)) if infer else "string"
         columns.append(
-            Column(name=name, type=_infer_type(values), source=None if header == name else header)
+            Column(
+                name=name,
+                type=column_type,
+                source=source,
+                trim=column_type != "string",
+                lossless=column_type in ("integer", "float"),
+            )
         )
     return Dataset(name=table, table=table, columns=tuple(columns))
 
 
-def _infer_type(values: pa.Array) -> ColumnType:
-    if len(values) == 0:
-        return "string"
-    for candidate in ("integer", "float", "boolean", "date", "timestamp"):
-        column = Column(name="x", type=candidate)
-        try:
-            _, bad = convert(values, candidate, arrow_type(column))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            continue
-        if bad is None or not _any(bad):
-            return candidate
-    return "string"
+def _sampled_type(raw: pa.Array) -> ColumnType:
+    values = pc.utf8_trim_whitespace(raw.cast(pa.string()))
+    if any_true(pc.fill_null(pc.match_substring_regex(values, MARKER_PATTERN), False)):
+        return "string"  # undecodable bytes: those rows are rejected, the rest stay text
+    return infer_type(pc.filter(values, pc.greater(pc.binary_length(values), 0)))
+
+
+DECIMAL_SPEC = re.compile(r"^decimal\s*\(\s*(\d+)\s*,\s*(\d+)\s*\)$")
+
+
+def _parse_type(name: str, spec: str) -> tuple[ColumnType, int, int]:
+    """``integer`` → (integer, 38, 2); ``decimal(10,4)`` → (decimal, 10, 4)."""
+    text = spec.strip().lower()
+    match = DECIMAL_SPEC.match(text)
+    if match:
+        precision, scale = int(match.group(1)), int(match.group(2))
+        if not 1 <= precision <= 38 or scale > precision:
+            raise ConfigError(f"--type {name}={spec}: use decimal(P,S) with S <= P <= 38")
+        return "decimal", precision, scale
+    for column_type in COLUMN_TYPES:
+        if text == column_type:
+            return column_type, 38, 2
+    raise ConfigError(
+        f"--type {name}={spec}: unknown type; use one of {', '.join(COLUMN_TYPES)} or decimal(P,S)"
+    )
 
 
 def column_names(headers: Sequence[str]) -> list[str]:
-    """Header names made into unique, safe SQL identifiers (``Unit Price`` → ``unit_price``)."""
+    """Header names made into unique, safe SQL identifiers (``Unit Price`` → ``unit_price``).
+
+    Names that collide once made safe get ``_1``, ``_2``… as the header's own repeats do.
+    """
     names: list[str] = []
     for header in headers:
         name = re.sub(r"[^a-z0-9_]+", "_", header.strip().lower()).strip("_")[:60] or "column"
         if name[0].isdigit():
             name = "c_" + name
-        candidate, suffix = name, 2
+        candidate, suffix = name, 1
         while candidate in names:
             candidate, suffix = f"{name}_{suffix}", suffix + 1
         names.append(candidate)

@@ -1,0 +1,231 @@
+"""Dialect detection: delimiter, quote, escape, preamble and header, from a sample of text.
+
+The approach is DuckDB's: parse the sample with every candidate dialect and keep the one
+whose records agree on a column count. For each candidate the modal width ``W`` is found;
+the records before the first ``W``-wide one are a preamble (titles, "exported on" lines);
+after it, records of another width count against the candidate. Ranking, best first:
+
+1. parses without a quoting error (a ``"`` closed in the middle of a field is one);
+2. is really tabular: ``W >= 2`` with a majority of the records ``W`` wide;
+3. explains the most records: ``W``-wide records, minus other widths, minus preamble;
+4. has more columns; then the candidate order (``,`` ``|`` ``;`` tab; ``"`` before ``'``
+   before none; no escape before ``\\``).
+
+Anything the user set explicitly is not guessed. The header is then decided as DuckDB
+does: the first record is data if each of its values fits its column's type as inferred
+from the records below it; otherwise (or when every column is text) it is a header.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from antioom.engine.casting import castable, infer_type
+from antioom.errors import InputError
+
+DELIMITERS = (",", "|", ";", "\t")
+QUOTES = ('"', "'", "")
+ESCAPES = ("", "\\")
+MAX_SAMPLE_RECORDS = 20_480  # DuckDB's default sample size, in records
+LIKELY_DELIMITERS = (";", "\t", "|", ",")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    delimiter: str
+    quote: str  # "" for no quoting
+    escape: str  # "" for none
+
+
+@dataclass
+class Parsed:
+    """A sample parsed with one candidate: each record's fields and where it ends."""
+
+    candidate: Candidate
+    rows: list[list[str]]
+    ends: list[int]  # character offset just after each record
+    error: bool = False
+
+
+@dataclass
+class Sniffed:
+    """The dialect found for a sample, and where its data starts."""
+
+    delimiter: str
+    quote: str
+    escape: str
+    header: bool
+    width: int
+    names: list[str]  # the header's names as written (stripped), or [] without a header
+    preamble_end: int  # characters before the header (or the first data record)
+    data_start: int  # characters before the first data record
+    detected: list[str] = field(default_factory=list)  # which settings were guessed
+
+
+def parse(text: str, candidate: Candidate, *, at_eof: bool) -> Parsed:
+    """Parse ``text`` into records. Without ``at_eof`` the last record may be cut short, so
+    it is left out; a quoting error there is the cut, not the file's fault."""
+    ends: list[int] = []
+    line_ends: list[int] = []
+
+    def lines() -> Iterator[str]:
+        position = 0
+        for line in io.StringIO(text, newline=""):  # splits at \n, \r\n and \r
+            position += len(line)
+            line_ends.append(position)
+            yield line
+
+    reader = csv.reader(
+        lines(),
+        delimiter=candidate.delimiter,
+        quotechar=candidate.quote or '"',
+        quoting=csv.QUOTE_MINIMAL if candidate.quote else csv.QUOTE_NONE,
+        escapechar=candidate.escape or None,
+        doublequote=True,
+        strict=True,
+    )
+    rows: list[list[str]] = []
+    error = False
+    try:
+        for row in reader:
+            rows.append(row)
+            ends.append(line_ends[reader.line_num - 1])
+            if len(rows) > MAX_SAMPLE_RECORDS:
+                break
+    except csv.Error as exc:
+        error = at_eof or not str(exc).startswith("unexpected end of data")
+    if not at_eof and rows:
+        rows.pop()
+        ends.pop()
+    return Parsed(candidate, rows, ends, error)
+
+
+def candidates(
+    text: str, delimiter: str | None, quote: str | None, escape: str | None
+) -> list[Candidate]:
+    """The dialects worth trying on ``text``, in preference order; explicit settings are
+    fixed. A delimiter, quote or escape that never occurs would parse like the default."""
+    if delimiter is not None:
+        delimiters = [delimiter]
+    else:  # the ones present, and one absent: a single column that never splits
+        delimiters = [d for d in DELIMITERS if d in text]
+        delimiters += [d for d in DELIMITERS if d not in text][:1]
+    if quote is not None:
+        quotes = [quote]
+    else:
+        quotes = [q for q in QUOTES if q == '"' or (q and q in text) or (not q and '"' in text)]
+    found: list[Candidate] = []
+    for q in quotes:
+        if escape is not None:
+            escapes = [escape]
+        else:
+            escapes = [e for e in ESCAPES if not e or (q and e in text)]
+        for d in delimiters:
+            found.extend(Candidate(d, q, e) for e in escapes if e != d and q != d)
+    return found
+
+
+@dataclass(frozen=True)
+class _Fit:
+    width: int
+    start: int  # index of the first record of the modal width
+    score: tuple[int, ...]
+
+
+def _fit(parsed: Parsed, order: int, fixed_start: bool) -> _Fit | None:
+    widths = [(i, len(row)) for i, row in enumerate(parsed.rows) if row]
+    if not widths:
+        return None
+    if fixed_start:
+        width, preamble = widths[0][1], 0
+    else:
+        counts = Counter(w for _, w in widths)
+        width = max(counts, key=lambda w: (counts[w], w))
+        preamble = next(k for k, (_, w) in enumerate(widths) if w == width)
+    after = widths[preamble:]
+    fit = sum(1 for _, w in after if w == width)
+    bad = len(after) - fit
+    tabular = width >= 2 and (fit >= 2 or len(after) == 1) and 2 * fit >= len(after)
+    score = (int(not parsed.error), int(tabular), fit - bad - preamble, width, -order)
+    return _Fit(width, widths[preamble][0], score)
+
+
+def sniff(
+    text: str,
+    *,
+    at_eof: bool,
+    delimiter: str | None = None,
+    quote: str | None = None,
+    escape: str | None = None,
+    header: bool | None = None,
+    preamble: bool = True,
+) -> Sniffed:
+    """Detect what is not given. ``preamble=False``: the first record is the header (or the
+    data), as when the user said how many lines to skip."""
+    best: tuple[_Fit, Parsed] | None = None
+    for order, candidate in enumerate(candidates(text, delimiter, quote, escape)):
+        parsed = parse(text, candidate, at_eof=at_eof)
+        fit = _fit(parsed, order, fixed_start=not preamble)
+        if fit is not None and (best is None or fit.score > best[0].score):
+            best = (fit, parsed)
+    if best is None:
+        raise InputError("no records found")  # callers check for empty input first
+    fit, parsed = best
+    detected = [
+        name
+        for name, given in (("delimiter", delimiter), ("quote", quote), ("escape", escape))
+        if given is None
+    ]
+    rows = parsed.rows
+    first = rows[fit.start]
+    if header is None:
+        detected.append("header")
+        header = _looks_like_header(first, [r for r in rows[fit.start + 1 :] if r], fit.width)
+    preamble_end = parsed.ends[fit.start - 1] if fit.start else 0
+    data_start = parsed.ends[fit.start] if header else preamble_end
+    c = parsed.candidate
+    return Sniffed(
+        delimiter=c.delimiter,
+        quote=c.quote,
+        escape=c.escape,
+        header=header,
+        width=fit.width,
+        names=[name.strip() for name in first] if header else [],
+        preamble_end=preamble_end,
+        data_start=data_start,
+        detected=detected + (["preamble"] if preamble and fit.start else []),
+    )
+
+
+def _looks_like_header(first: list[str], data: list[list[str]], width: int) -> bool:
+    """DuckDB's rule: a header unless each value of the first record fits the type of its
+    column below it. All-text columns cannot tell, and files usually have a header."""
+    data = [row for row in data if len(row) == width][:1000]
+    if not data or len(first) != width:
+        return True
+    if all(not value.strip() for value in first):
+        return True
+    types = []
+    for j in range(width):
+        values = pa.array([row[j].strip() for row in data], pa.string())
+        types.append(infer_type(pc.filter(values, pc.greater(pc.utf8_length(values), 0))))
+    if all(t == "string" for t in types):
+        return True
+    return not all(castable(value, t) for value, t in zip(first, types, strict=True))
+
+
+def likely_delimiter(names: list[str], delimiter: str) -> str | None:
+    """For a header read as one column: the delimiter it seems to be written with."""
+    if len(names) != 1:
+        return None
+    for candidate in LIKELY_DELIMITERS:
+        if candidate != delimiter and candidate in names[0]:
+            return candidate
+    return None
