@@ -8,8 +8,11 @@ after it, records of another width count against the candidate. Ranking, best fi
 1. parses without a quoting error (a ``"`` closed in the middle of a field is one);
 2. is really tabular: ``W >= 2`` with a majority of the records ``W`` wide;
 3. explains the most records: ``W``-wide records, minus other widths, minus preamble;
-4. has more columns; then the candidate order (``,`` ``|`` ``;`` tab; ``"`` before ``'``
-   before none; no escape before ``\\``).
+4. its quote opens fields somewhere (a ``'`` that only ever appears as an apostrophe
+   does not count);
+5. comes first in the candidate order: ``"`` before ``'`` before no quoting (so a quoted
+   delimiter that recurs on every line is not taken for one more column), no escape before
+   ``\\``, and ``,`` ``|`` ``;`` tab.
 
 Anything the user set explicitly is not guessed. The header is then decided as DuckDB
 does: the first record is data if each of its values fits its column's type as inferred
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -139,7 +143,16 @@ class _Fit:
     score: tuple[int, ...]
 
 
-def _fit(parsed: Parsed, order: int, fixed_start: bool) -> _Fit | None:
+def _quotes_fields(text: str, candidate: Candidate) -> bool:
+    """Whether the candidate's quote opens a field somewhere (not just an apostrophe)."""
+    q = candidate.quote
+    if not q:
+        return False
+    opening = re.compile(f"(?:^|[{re.escape(candidate.delimiter)}\r\n]){re.escape(q)}")
+    return opening.search(text) is not None
+
+
+def _fit(parsed: Parsed, order: int, fixed_start: bool, quotes: bool) -> _Fit | None:
     widths = [(i, len(row)) for i, row in enumerate(parsed.rows) if row]
     if not widths:
         return None
@@ -153,7 +166,7 @@ def _fit(parsed: Parsed, order: int, fixed_start: bool) -> _Fit | None:
     fit = sum(1 for _, w in after if w == width)
     bad = len(after) - fit
     tabular = width >= 2 and (fit >= 2 or len(after) == 1) and 2 * fit >= len(after)
-    score = (int(not parsed.error), int(tabular), fit - bad - preamble, width, -order)
+    score = (int(not parsed.error), int(tabular), fit - bad - preamble, int(quotes), -order)
     return _Fit(width, widths[preamble][0], score)
 
 
@@ -172,7 +185,7 @@ def sniff(
     best: tuple[_Fit, Parsed] | None = None
     for order, candidate in enumerate(candidates(text, delimiter, quote, escape)):
         parsed = parse(text, candidate, at_eof=at_eof)
-        fit = _fit(parsed, order, fixed_start=not preamble)
+        fit = _fit(parsed, order, not preamble, _quotes_fields(text, candidate))
         if fit is not None and (best is None or fit.score > best[0].score):
             best = (fit, parsed)
     if best is None:
