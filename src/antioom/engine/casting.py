@@ -117,8 +117,9 @@ def lossy(values: pa.Array, column_type: ColumnType) -> tuple[pa.Array, str] | N
     """
     if column_type not in ("integer", "float", "decimal"):
         return None
-    zeros = pc.fill_null(pc.match_substring_regex(values, LEADING_ZERO), False)
-    if column_type == "float":
+    zeros = _leading_zeros(values)
+    long_values = pc.fill_null(pc.greater(pc.binary_length(values), FLOAT_DIGITS), False)
+    if column_type == "float" and any_true(long_values):  # only long values can have too many
         digits = pc.utf8_length(
             pc.replace_substring_regex(
                 pc.replace_substring_regex(values, r"[eE].*$", ""), r"^[^1-9]*|[^0-9]", ""
@@ -135,6 +136,15 @@ def lossy(values: pa.Array, column_type: ColumnType) -> tuple[pa.Array, str] | N
     return zeros, (
         "leading zero would be lost (the column was inferred as a number: use --type NAME=string)"
     )
+
+
+def _leading_zeros(values: pa.Array) -> pa.Array:
+    """Mask of values written with a leading zero; the regex runs only if some value starts
+    with 0 or a sign (a prefix test is ~10x cheaper than the regex on a numeric column)."""
+    starts = [pc.starts_with(values, prefix) for prefix in ("0", "-", "+")]
+    if not any(any_true(pc.fill_null(mask, False)) for mask in starts):
+        return pa.nulls(len(values), pa.bool_()).fill_null(False)
+    return pc.fill_null(pc.match_substring_regex(values, LEADING_ZERO), False)
 
 
 def infer_type(values: pa.Array) -> ColumnType:
