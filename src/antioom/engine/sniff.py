@@ -7,7 +7,8 @@ after it, records of another width count against the candidate. Ranking, best fi
 
 1. parses without a quoting error (a ``"`` closed in the middle of a field is one);
 2. is really tabular: ``W >= 2`` with a majority of the records ``W`` wide;
-3. explains the most records: ``W``-wide records, minus other widths, minus preamble;
+3. explains the largest share of its records: ``W``-wide ones, minus other widths, minus
+   preamble (a share, not a count: splitting quoted line breaks must not score more);
 4. its quote opens fields somewhere (a ``'`` that only ever appears as an apostrophe
    does not count);
 5. comes first in the candidate order: ``"`` before ``'`` before no quoting (so a quoted
@@ -27,6 +28,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -108,6 +110,8 @@ def parse(text: str, candidate: Candidate, *, at_eof: bool) -> Parsed:
     if not at_eof and rows:
         rows.pop()
         ends.pop()
+    if not at_eof and len(text) - (ends[-1] if ends else 0) > len(text) // 4:
+        error = True  # a quote left open swallowed the sample, not a record cut short
     return Parsed(candidate, rows, ends, error)
 
 
@@ -140,7 +144,7 @@ def candidates(
 class _Fit:
     width: int
     start: int  # index of the first record of the modal width
-    score: tuple[int, ...]
+    score: tuple[int | Fraction, ...]
 
 
 def _quotes_fields(text: str, candidate: Candidate) -> bool:
@@ -166,7 +170,8 @@ def _fit(parsed: Parsed, order: int, fixed_start: bool, quotes: bool) -> _Fit | 
     fit = sum(1 for _, w in after if w == width)
     bad = len(after) - fit
     tabular = width >= 2 and (fit >= 2 or len(after) == 1) and 2 * fit >= len(after)
-    score = (int(not parsed.error), int(tabular), fit - bad - preamble, int(quotes), -order)
+    explained = Fraction(fit - bad - preamble, len(widths))
+    score = (int(not parsed.error), int(tabular), explained, int(quotes), -order)
     return _Fit(width, widths[preamble][0], score)
 
 
