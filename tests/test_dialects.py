@@ -416,3 +416,24 @@ def test_sniffing_finds_the_dialect_of_random_tables(
     conn.close()
     expected = [tuple(v + delimiter if i else v for i, v in enumerate(line)) for line in table]
     assert back == expected
+
+
+def test_a_header_over_rows_ending_in_a_delimiter_keeps_its_names(load, sqlite_url, fetch):
+    _, rows = load("id,name\n1,ann,\n2,bob,\n")
+    assert rows == [(1, "ann", None), (2, "bob", None)]
+    assert [name for name, _ in columns_of(fetch, sqlite_url)] == ["id", "name", "column3"]
+
+
+def test_spaces_before_opening_quotes_are_rejected_not_shifted(load):
+    """Arrow cannot parse `1, "a, b"` as two fields: the rows are rejected, the header is
+    not mistaken for a preamble line over four-column data."""
+    summary, rows = load('id,name,n\n1, "Smith, John",3\n2,plain,4\n')
+    assert rows == [(2, "plain", 4)]
+    assert [reject.record for reject in summary.rejects] == [1]
+
+
+def test_a_single_record_of_numbers_is_data_and_of_words_a_header(load):
+    summary, rows = load("1,2,3")
+    assert rows == [(1, 2, 3)]
+    summary, rows = load("a,b", table="u")
+    assert (rows, summary.dialect is not None and summary.dialect["header"]) == ([], True)

@@ -202,32 +202,59 @@ def sniff(
         if given is None
     ]
     rows = parsed.rows
-    first = rows[fit.start]
+    start, width = fit.start, fit.width
     if header is None:
         detected.append("header")
-        header = _looks_like_header(first, [r for r in rows[fit.start + 1 :] if r], fit.width)
-    preamble_end = parsed.ends[fit.start - 1] if fit.start else 0
-    data_start = parsed.ends[fit.start] if header else preamble_end
+    if header is not False and _is_short_header(rows, start, width):
+        trailing = all(not row[-1] for row in rows[start:] if len(row) == width)
+        start, header = start - 1, True
+        if not trailing:  # the wider rows do not fit this header: they become rejects
+            width = len(rows[start])
+    first = rows[start]
+    if header is None:
+        header = _looks_like_header(first, [r for r in rows[start + 1 :] if r], width)
+    preamble_end = parsed.ends[start - 1] if start else 0
+    data_start = parsed.ends[start] if header else preamble_end
     c = parsed.candidate
     return Sniffed(
         delimiter=c.delimiter,
         quote=c.quote,
         escape=c.escape,
         header=header,
-        width=fit.width,
-        names=[name.strip() for name in first] if header else [],
+        width=width,
+        names=_header_names(first, width) if header else [],
         preamble_end=preamble_end,
         data_start=data_start,
-        detected=detected + (["preamble"] if preamble and fit.start else []),
+        detected=detected + (["preamble"] if preamble and start else []),
     )
+
+
+def _is_short_header(rows: list[list[str]], start: int, width: int) -> bool:
+    """Whether the record just before the data is its header, though narrower: more than
+    half as wide, with no blank line between. A title line is not that; a header over rows
+    that end in a delimiter is, and so is one over rows whose quoting parses badly (those
+    rows are then rejected, not silently shifted under a header taken for a preamble)."""
+    if start == 0 or not rows[start - 1]:
+        return False
+    return 2 * len(rows[start - 1]) > width
+
+
+def _header_names(first: list[str], width: int) -> list[str]:
+    """The header's names; a header one short of rows that end in a delimiter gets a blank
+    (later generated) name for that last, empty column."""
+    names = [name.strip() for name in first]
+    return names + [""] * (width - len(names))
 
 
 def _looks_like_header(first: list[str], data: list[list[str]], width: int) -> bool:
     """DuckDB's rule: a header unless each value of the first record fits the type of its
     column below it. All-text columns cannot tell, and files usually have a header."""
     data = [row for row in data if len(row) == width][:1000]
-    if not data or len(first) != width:
+    if len(first) != width:
         return True
+    if not data:  # a single record: data only if some value is typed (1,2,3), not all text
+        values = [value.strip() for value in first if value.strip()]
+        return all(infer_type(pa.array([value])) == "string" for value in values)
     if all(not value.strip() for value in first):
         return True
     types = []
