@@ -1,7 +1,8 @@
 """``antioom import`` as a user runs it: exit codes, one-line errors, summary and progress.
 
 Exit codes: 0 done (even with rejected rows), 2 bad options or configuration, 3 bad input,
-4 database unreachable at start. Errors are one line on stderr, never a traceback.
+4 database unreachable at start, 6 the target table cannot take the data. Errors are one line
+on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -202,3 +203,28 @@ def test_sqlite_in_a_missing_directory_exits_4(run_cli, write_csv, tmp_path):
     result = run_cli("import", write_csv(PRODUCTS_CSV), "--table", "t", "--db", url)
     assert result.code == 4
     assert_one_line_error(result.stderr, "no such directory")
+
+
+# --------------------------------------------------------------------------- names, exit code 6
+
+
+def test_reserved_words_in_the_header_are_imported(run_cli, write_csv, sqlite_url, fetch):
+    data = write_csv("index,select,order\n1,a,x\n2,b,y\n")
+    result = run_cli("import", data, "--table", "t", "--db", sqlite_url)
+    assert result.code == 0, result.stderr
+    rows = fetch(sqlite_url, 'SELECT "index", "select", "order" FROM t ORDER BY "index"')
+    assert rows == [(1, "a", "x"), (2, "b", "y")]
+
+
+def test_a_table_with_too_many_columns_exits_6(run_cli, write_csv, sqlite_url):
+    header = ",".join(f"c{i}" for i in range(2100))  # SQLite allows 2000
+    data = write_csv(header + "\n" + ",".join(["1"] * 2100) + "\n")
+    result = run_cli("import", data, "--table", "t", "--db", sqlite_url)
+    assert result.code == 6, result.stderr
+    assert_one_line_error(result.stderr, "cannot prepare table t", "too many columns")
+
+
+def test_a_schema_qualified_table_in_sqlite_exits_2(run_cli, write_csv, sqlite_url):
+    result = run_cli("import", write_csv("a\n1\n"), "--table", "s.t", "--db", sqlite_url)
+    assert result.code == 2, result.stderr
+    assert_one_line_error(result.stderr, "schema.table is for PostgreSQL")

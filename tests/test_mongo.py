@@ -26,9 +26,9 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from server_helpers import check_server_keeps_records
 
-from antioom import ConfigError, DatabaseLost, DatabaseUnavailable, import_csv
+from antioom import ConfigError, DatabaseLost, DatabaseUnavailable, TargetError, import_csv
 from antioom.engine.batching import Batch
-from antioom.engine.datasets import PRODUCTS, Column, Dataset
+from antioom.engine.datasets import PRODUCTS, Column, Dataset, parse_dataset
 from antioom.sinks import open_sink
 
 Db = Database[dict[str, Any]]
@@ -391,10 +391,22 @@ def test_a_keyed_batch_is_committed_exactly_once(mongo_url, db):
     assert db.antioom_batches.count_documents({"import_id": "import-2"}) == 2
 
 
-def test_an_existing_index_that_conflicts_is_a_config_error(mongo_url, db):
+def test_an_existing_index_that_conflicts_is_a_target_error(mongo_url, db):
     db.products.create_index("sku")  # same key, not unique
-    with open_sink(mongo_url) as sink, pytest.raises(ConfigError, match="unique index"):
+    with open_sink(mongo_url) as sink, pytest.raises(TargetError, match="unique index"):
         sink.prepare(PRODUCTS)
+
+
+@pytest.mark.parametrize("name", ["$set", "a.b", "price\n"])
+def test_field_names_mongodb_would_misread_are_refused_up_front(name):
+    with pytest.raises(ConfigError, match=r"columns\.0\.name"):
+        parse_dataset("odd", {"columns": [{"name": name}]})
+
+
+def test_a_system_collection_is_refused(mongo_url):
+    dataset = Dataset(name="sys", table="system.users", columns=(Column(name="v"),))
+    with open_sink(mongo_url) as sink, pytest.raises(TargetError, match="system"):
+        sink.prepare(dataset)
 
 
 def test_replaying_a_recorded_import_writes_nothing(write_csv, mongo_url, db):

@@ -24,7 +24,7 @@ from server_helpers import check_server_keeps_records
 from antioom import DatabaseUnavailable, import_csv
 from antioom.engine.batching import Batch
 from antioom.engine.datasets import PRODUCTS, Column, Dataset, parse_dataset
-from antioom.errors import ConfigError, DatabaseLost
+from antioom.errors import ConfigError, DatabaseLost, TargetError
 from antioom.sinks import open_sink
 from antioom.sinks.mysql import MySQLSink, connect_args
 
@@ -289,6 +289,15 @@ def test_unreachable_database_fails_before_reading_the_input():
 def test_a_url_without_a_database_is_a_config_error():
     with pytest.raises(ConfigError, match="name the database"):
         open_sink("mysql://root@127.0.0.1:3306/")
+
+
+def test_a_key_longer_than_innodb_can_index_is_a_target_error(mysql_url, table):
+    # VARCHAR(1000) in utf8mb4 is 4000 bytes; an InnoDB key holds at most 3072.
+    dataset = Dataset(
+        name="long", table=table, columns=(Column(name="k", max_length=1000),), key=("k",)
+    )
+    with open_sink(mysql_url) as sink, pytest.raises(TargetError, match="key was too long"):
+        sink.prepare(dataset)
 
 
 @pytest.mark.parametrize("scheme", ["mariadb", "mysql+pymysql", "mariadb+pymysql"])

@@ -552,3 +552,17 @@ async def test_an_engine_bug_is_a_500_json_error(
     assert one_line_error(response).startswith("internal error")
     assert (record["status"], record["dataset"]) == ("failed", "products")
     assert record["started_at"] and record["finished_at"]
+
+
+async def test_a_table_that_cannot_take_the_data_is_422(db_url: str) -> None:
+    header = ",".join(f"c{i}" for i in range(2100))  # SQLite allows 2000 columns
+    body = (header + "\n" + ",".join(["1"] * 2100) + "\n").encode()
+    async with client_with(db_url) as client:
+        response = await client.post("/imports?table=wide", content=chunks(body), headers=CSV)
+        reserved = await client.post(
+            "/imports?table=order", content=b"index,select\n1,a\n", headers=CSV
+        )
+    assert response.status_code == 422, response.text
+    assert "too many columns" in one_line_error(response)
+    assert reserved.status_code == 200, reserved.text
+    assert reserved.json()["processed"] == 1

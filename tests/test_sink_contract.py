@@ -34,7 +34,7 @@ from pymongo import MongoClient
 from test_mongo import mongo_server_url, mongo_url  # noqa: F401 - fixtures used by name
 from test_mysql import mysql_url  # noqa: F401 - fixture used by name
 
-from antioom import DatabaseUnavailable, Reject, Summary, import_csv
+from antioom import ConfigError, DatabaseUnavailable, Reject, Summary, TargetError, import_csv
 from antioom.engine.batching import Batch
 from antioom.engine.datasets import Column, Dataset, parse_dataset
 from antioom.sinks import open_sink
@@ -495,3 +495,138 @@ def test_an_unreachable_database_fails_before_the_input_is_opened(tmp_path, back
         import_csv(source, url, dataset=dataset)
     assert source.reads == 0
     assert time.monotonic() - started < 10
+
+
+# --------------------------------------------------------------------------- 10. names
+
+# Reserved in SQL (``Desc`` also in mixed case): every sink must quote them.
+RESERVED = ["index", "select", "order", "group", "from", "limit", "Desc"]
+RESERVED_CSV = (
+    "index,select,order,group,from,limit,Desc\n"
+    "1,a,x,g1,here,10,asc\n"
+    "2,b,y,g2,there,20,desc\n"
+    "1,c,z,g3,again,30,up\n"  # key 1 again: refused by an insert, the winner of an upsert
+)
+
+
+def reserved_words(table: str, mode: str) -> Dataset:
+    """A dataset whose every column is a reserved word, keyed by ``index``."""
+    integer = {"index", "limit"}
+    columns = [{"name": n, "type": "integer" if n in integer else "string"} for n in RESERVED]
+    return parse_dataset(
+        "reserved",
+        {"table": table, "key": ["index"], "mode": mode, "columns": columns, "updated_at": True},
+    )
+
+
+@pytest.mark.parametrize("mode", ["insert", "upsert"])
+def test_reserved_words_are_column_names_like_any_other(write_csv, sink_url, adapter, table, mode):
+    summary, rejects = run(write_csv(RESERVED_CSV), sink_url, reserved_words(table, mode))
+    assert summary.status == "completed"
+    assert [r.record for r in rejects] == ([3] if mode == "insert" else [])
+    first = (
+        (1, "a", "x", "g1", "here", 10, "asc")
+        if mode == "insert"
+        else (1, "c", "z", "g3", "again", 30, "up")
+    )
+    expected = [first, (2, "b", "y", "g2", "there", 20, "desc")]
+    assert adapter.rows(sink_url, table, RESERVED) == expected  # Int64(1) == 1 for MongoDB
+
+
+def test_names_differing_only_in_case(write_csv, backend, sink_url, adapter, table):
+    columns = [{"name": "order", "source": "a"}, {"name": "Order", "source": "b"}]
+    dataset = parse_dataset("cases", {"table": table, "columns": columns})
+    path = write_csv("a,b\nlower,upper\n")  # (the reader renames a header repeated in any case)
+    if backend in ("sqlite", "mysql"):  # column names are case-insensitive there
+        with pytest.raises(TargetError) as raised:
+            run(path, sink_url, dataset)
+        assert "\n" not in str(raised.value)
+        assert "duplicate column" in str(raised.value).lower()
+        return
+    summary, rejects = run(path, sink_url, dataset)
+    assert (summary.processed, rejects) == (1, [])
+    assert adapter.rows(sink_url, table, ["order", "Order"]) == [("lower", "upper")]
+
+
+# More columns than the database allows in a table (SQLite 2000, PostgreSQL 1600, MySQL 4096).
+TOO_MANY_COLUMNS = {"sqlite": 2100, "postgresql": 1700, "mysql": 4200}
+
+
+def test_too_many_columns_is_a_one_line_target_error(write_csv, backend, sink_url, table):
+    if backend == "mongodb":
+        pytest.skip("a MongoDB document has no column limit")
+    count = TOO_MANY_COLUMNS[backend]
+    names = [f"c{i}" for i in range(count)]
+    dataset = Dataset(
+        name="wide", table=table, columns=tuple(Column(name=n, type="integer") for n in names)
+    )
+    path = write_csv(",".join(names) + "\n" + ",".join(["1"] * count) + "\n")
+    with pytest.raises(TargetError) as raised:
+        run(path, sink_url, dataset)
+    message = str(raised.value)
+    assert "\n" not in message and message.startswith(f"cannot prepare table {table}: ")
+    assert "column" in message.lower()
+
+
+def test_an_existing_table_without_the_columns_is_a_target_error(backend, sink_url, table):
+    if backend == "mongodb":
+        pytest.skip("a MongoDB collection has no columns to check")
+    narrow = Dataset(name="narrow", table=table, columns=(Column(name="a"),))
+    wide = Dataset(name="wide", table=table, columns=(Column(name="a"), Column(name="b")))
+    with open_sink(sink_url) as sink:
+        sink.prepare(narrow)
+    with open_sink(sink_url) as sink, pytest.raises(TargetError) as raised:
+        sink.prepare(wide)
+    assert str(raised.value) == f"table {table} exists without column(s) b"
+
+
+def _pg_execute(url: str, statement: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(statement)
+
+
+@pytest.fixture
+def other_schema(backend: str, sink_url: str) -> Iterator[str]:
+    """A schema name; on PostgreSQL a real schema, created for the test and dropped after."""
+    schema = f"s_{uuid.uuid4().hex[:12]}"
+    if backend != "postgresql":
+        yield schema
+        return
+    _pg_execute(sink_url, f"CREATE SCHEMA {schema}")
+    try:
+        yield schema
+    finally:
+        _pg_execute(sink_url, f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_schema_qualified_tables(write_csv, backend, sink_url, adapter, table, other_schema):
+    qualified = f"{other_schema}.{table}"
+    path = write_csv("sku,name,price\nA,a,1\nB,b,2\n")
+    if backend in ("sqlite", "mysql"):  # the URL names the only schema: refused, not guessed
+        with pytest.raises(ConfigError) as raised:
+            run(path, sink_url, products(qualified))
+        assert str(raised.value) == (
+            f"invalid table name {qualified!r}: {'SQLite' if backend == 'sqlite' else 'MySQL'} "
+            "takes a plain table name (schema.table is for PostgreSQL)"
+        )
+        return
+    if backend == "mongodb":  # a dotted collection name, as MongoDB itself uses them
+        run(path, sink_url, products(qualified))
+        assert adapter.rows(sink_url, qualified, ["sku", "price"]) == [("A", 1.0), ("B", 2.0)]
+        return
+    # PostgreSQL: a same-named table in the current schema, with other columns, is not looked at
+    _pg_execute(sink_url, f"CREATE TABLE {table} (unrelated integer)")
+    summary, rejects = run(path, sink_url, products(qualified))
+    assert (summary.processed, summary.table, rejects) == (2, qualified, [])
+    assert _pg_query(sink_url, f"SELECT sku, price FROM {qualified} ORDER BY sku") == [
+        ("A", 1.0),
+        ("B", 2.0),
+    ]
+    assert adapter.count(sink_url, table) == 0
+    assert "antioom_batches" in adapter.tables(sink_url)  # the ledger stays where it was
+    # …while the schema's own table is checked
+    _pg_execute(sink_url, f"CREATE TABLE {other_schema}.narrow (sku text)")
+    with pytest.raises(TargetError, match=r"narrow exists without column\(s\) name, price$"):
+        run(path, sink_url, products(f"{other_schema}.narrow"))
+    with pytest.raises(TargetError, match=r'schema "no_such_schema" does not exist'):
+        run(path, sink_url, products("no_such_schema.t"))

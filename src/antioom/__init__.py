@@ -14,6 +14,7 @@ from antioom.errors import (
     DatabaseUnavailable,
     ImportCancelled,
     InputError,
+    TargetError,
 )
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "ProgressEvent",
     "Reject",
     "Summary",
+    "TargetError",
     "import_csv",
     "load_datasets",
 ]

@@ -2,7 +2,7 @@
 
 Exit codes: 0 done (rows may have been rejected: see the summary), 1 internal error,
 2 bad options or configuration, 3 bad input, 4 database unreachable at start,
-5 database failed mid-import, 130 interrupted.
+5 database failed mid-import, 6 the target table cannot take the data, 130 interrupted.
 """
 
 from __future__ import annotations

@@ -37,6 +37,13 @@ class DatabaseLost(AntioomError):
     exit_code = 5
 
 
+class TargetError(AntioomError):
+    """The target table cannot take this data: invalid or reserved names the database refuses,
+    too many columns, an existing table whose columns do not fit."""
+
+    exit_code = 6
+
+
 class ImportCancelled(AntioomError):
     """The import was cancelled (client abort, DELETE, Ctrl-C) at a batch boundary."""
 

@@ -19,16 +19,19 @@ from antioom.errors import ConfigError
 ColumnType = Literal["string", "integer", "float", "decimal", "boolean", "date", "timestamp"]
 Mode = Literal["insert", "upsert"]
 NUMERIC_TYPES = ("integer", "float", "decimal")
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_PART = r"[A-Za-z_][A-Za-z0-9_]{0,62}"
+IDENTIFIER = re.compile(rf"^{_PART}\Z")  # \Z, not $: "name\n" is not a name
+TABLE_NAME = re.compile(rf"^(?:{_PART}\.)?{_PART}\Z")  # ``schema.table`` where a sink has schemas
 UPDATED_AT = "updated_at"
 
 
 def check_identifier(name: str, what: str = "name") -> str:
-    """Return ``name`` if it is safe as an unquoted SQL identifier, else raise ConfigError."""
-    if not IDENTIFIER.match(name):
+    """Return the table name ``name`` if valid, else raise ConfigError: one identifier, or
+    ``schema.table``. Sinks quote names (reserved words are fine); this keeps them portable."""
+    if not TABLE_NAME.match(name):
         raise ConfigError(
             f"invalid {what} {name!r}: use letters, digits and underscores, starting with a "
-            "letter or underscore (at most 63 characters)"
+            "letter or underscore (at most 63 characters), optionally after 'schema.'"
         )
     return name
 
@@ -104,8 +107,11 @@ class Dataset(BaseModel):
     @field_validator("table")
     @classmethod
     def _table_is_identifier(cls, table: str) -> str:
-        if not IDENTIFIER.match(table):
-            raise ValueError("use letters, digits and underscores, starting with a letter or _")
+        if not TABLE_NAME.match(table):
+            raise ValueError(
+                "use letters, digits and underscores, starting with a letter or _, "
+                "optionally after 'schema.'"
+            )
         return table
 
     @model_validator(mode="after")

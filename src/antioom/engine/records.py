@@ -181,8 +181,10 @@ def _shown(text: str) -> str:
 def unique_names(names: Sequence[str]) -> tuple[list[str], list[str]]:
     """Header names made unique as DuckDB does, and notes on what was renamed.
 
-    A blank name becomes ``columnN`` (N its 1-based position); a repeated one (compared
-    without case, as SQL does) gets ``_1``, ``_2``…; the first occurrence keeps its name.
+    A blank name becomes ``columnN`` (N its 1-based position); a repeated one gets ``_1``,
+    ``_2``…; the first occurrence keeps its name. Names that differ in case stay distinct
+    here (a dataset may read ``order`` and ``Order``); table columns made from them are told
+    apart by :func:`~antioom.engine.validate.column_names`.
     """
     taken: dict[str, int] = {}
     unique: list[str] = []
@@ -192,12 +194,12 @@ def unique_names(names: Sequence[str]) -> tuple[list[str], list[str]]:
         if not written:
             notes.append(f"header column {position} has no name: named it {name}")
         base = name
-        while name.lower() in taken:
-            taken[base.lower()] += 1
-            name = f"{base}_{taken[base.lower()]}"
+        while name in taken:
+            taken[base] += 1
+            name = f"{base}_{taken[base]}"
         if name != base:
             notes.append(f"header name {base!r} repeats: column {position} is named {name}")
-        taken[name.lower()] = 0
+        taken[name] = 0
         unique.append(name)
     return unique, notes
 

@@ -42,6 +42,7 @@ from antioom.errors import (
     DatabaseUnavailable,
     ImportCancelled,
     InputError,
+    TargetError,
 )
 from antioom.server.guards import RateLimiter, check_token
 from antioom.server.live import FINAL, LiveImport, Registry
@@ -309,6 +310,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 summary.status = "aborted"
             elif isinstance(exc, DatabaseUnavailable | DatabaseLost):
                 status = 503
+            elif isinstance(exc, TargetError):  # the request is well-formed; the table refuses it
+                status = 422
             else:
                 status = 400
         except Exception as exc:  # a bug: record it rather than leave the import "running"

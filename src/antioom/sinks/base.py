@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from antioom.engine.batching import Batch
 from antioom.engine.datasets import Dataset
+from antioom.errors import ConfigError
 
 LEDGER_TABLE = "antioom_batches"
 
@@ -67,6 +68,16 @@ class Sink(abc.ABC):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def refuse_schema(table: str, database: str) -> None:
+    """Raise ConfigError for a ``schema.table`` name where the URL already names the only
+    schema (SQLite's file, MySQL's database): refused rather than guessed at."""
+    if "." in table:
+        raise ConfigError(
+            f"invalid table name {table!r}: {database} takes a plain table name "
+            "(schema.table is for PostgreSQL)"
+        )
 
 
 def write_isolating(

@@ -22,6 +22,10 @@ entry exists is skipped. If the process dies between the two, a replay writes th
 upserts are idempotent (same values; only ``updated_at`` moves), keyed inserts see their rows
 refused as duplicate keys (reported as rejects although they landed the first time), and
 inserts without a key would be stored twice.
+
+Names need no quoting: column names are identifiers (never ``$…`` or dotted, which MongoDB
+would read as operators or paths), and a ``schema.table`` dataset is the collection of that
+dotted name (MongoDB's own convention, as in ``fs.files``), except the reserved ``system.*``.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ from pymongo.errors import (
 
 from antioom.engine.batching import Batch, last_rows
 from antioom.engine.datasets import UPDATED_AT, Column, Dataset
-from antioom.errors import ConfigError, DatabaseLost, DatabaseUnavailable
+from antioom.errors import ConfigError, DatabaseLost, DatabaseUnavailable, TargetError
 from antioom.sinks import redact
 from antioom.sinks.base import LEDGER_TABLE, RowError, Sink, WriteResult
 
@@ -123,6 +127,8 @@ class MongoSink(Sink):
         self.max_bson_size = int(hello.get("maxBsonObjectSize", DEFAULT_MAX_BSON_SIZE))
 
     def prepare(self, dataset: Dataset) -> None:
+        if dataset.table.startswith("system."):
+            raise TargetError(f"cannot use collection {dataset.table}: system.* is MongoDB's")
         self.dataset = dataset
         self._user_ids = any(c.name == "_id" for c in dataset.columns)
         self.collection: Collection[Document] = self.db[dataset.table]
@@ -134,7 +140,7 @@ class MongoSink(Sink):
         except ConnectionFailure as exc:
             raise DatabaseUnavailable(f"MongoDB failed: {_reason(exc)}") from None
         except PyMongoError as exc:
-            raise ConfigError(
+            raise TargetError(
                 f"cannot create a unique index on {dataset.table} ({', '.join(dataset.key)}): "
                 f"{_reason(exc)}"
             ) from None

@@ -29,6 +29,10 @@ as its time zone. MySQL cannot index unbounded TEXT, so a string key column is
 collation so that keys compare exactly as in the other sinks (not case-insensitively); other
 strings are LONGTEXT.
 
+Every identifier is backtick-quoted, so reserved words are column names like any other; MySQL
+column names are case-insensitive, so ``order`` and ``Order`` are one column (declaring both is
+a duplicate-column TargetError). The URL names the database: ``schema.table`` is refused.
+
 Note that with LOCAL INFILE the server names the file the client sends; PyMySQL does not check
 that it is the one in the statement, so connect only to servers you trust with local files.
 """
@@ -49,8 +53,15 @@ from pymysql.cursors import Cursor  # type: ignore[import-untyped]
 
 from antioom.engine.batching import Batch
 from antioom.engine.datasets import UPDATED_AT, Column, Dataset
-from antioom.errors import ConfigError, DatabaseLost, DatabaseUnavailable
-from antioom.sinks.base import LEDGER_TABLE, RowError, Sink, WriteResult, write_isolating
+from antioom.errors import ConfigError, DatabaseLost, DatabaseUnavailable, TargetError
+from antioom.sinks.base import (
+    LEDGER_TABLE,
+    RowError,
+    Sink,
+    WriteResult,
+    refuse_schema,
+    write_isolating,
+)
 
 STAGING_TABLE = "antioom_staging"
 SEQ = "antioom_seq"
@@ -63,6 +74,11 @@ SQL_MODE = (
 # Server errors caused by a row's data (sqlstate classes 22 and 23, and MySQL's HY000 ones).
 ROW_ERRORS = {1048, 1062, 1263, 1264, 1265, 1292, 1366, 1367, 1406, 1441, 1452, 1690, 3819, 4025}
 DUPLICATE_KEY = 1062
+# Server errors in prepare that are the server's state, not the table definition (disk full,
+# out of memory, shutdown, lock waits, deadlock, read-only, killed, timeouts). Every other
+# refusal (1117 too many columns, 1118 row size too large, 1060 duplicate column, 1071 key
+# too long, 1064 syntax, 1142 denied…) is a TargetError.
+SERVER_STATE_ERRORS = {1021, 1037, 1038, 1040, 1053, 1205, 1213, 1290, 1317, 1927, 1969, 3024}
 
 
 def sql_type(column: Column, key: bool) -> str:
@@ -109,8 +125,8 @@ def connect_args(url: str) -> dict[str, Any]:
 
 
 def q(name: str) -> str:
-    """A quoted identifier: dataset names are checked, but may be reserved words."""
-    return f"`{name}`"
+    """``name`` as a quoted identifier (an embedded backtick doubled): names may be reserved."""
+    return "`" + name.replace("`", "``") + "`"
 
 
 class MySQLSink(Sink):
@@ -130,6 +146,7 @@ class MySQLSink(Sink):
         self._file: IO[bytes] | None = None
 
     def prepare(self, dataset: Dataset) -> None:
+        refuse_schema(dataset.table, "MySQL")
         self.dataset = dataset
         names = [c.name for c in dataset.columns]
         definitions = [
@@ -166,13 +183,13 @@ class MySQLSink(Sink):
                     self._create_staging(cursor)
             self.conn.commit()
         except pymysql.Error as exc:
-            if _connection_failed(exc):
+            if _connection_failed(exc) or (exc.args and exc.args[0] in SERVER_STATE_ERRORS):
                 raise DatabaseUnavailable(f"MySQL failed: {_message(exc)}") from None
-            raise ConfigError(f"cannot prepare table {dataset.table}: {_message(exc)}") from None
+            raise TargetError(f"cannot prepare table {dataset.table}: {_message(exc)}") from None
         wanted = names + ([UPDATED_AT] if dataset.updated_at else [])
         missing = [name for name in wanted if name not in existing]
         if missing:
-            raise ConfigError(
+            raise TargetError(
                 f"table {dataset.table} exists without column(s) {', '.join(missing)}"
             )
         self._sql = self._statements()
@@ -181,17 +198,17 @@ class MySQLSink(Sink):
         """An empty staging table. Re-created per batch: DELETE of 50k rows costs as much as
         the merge (TRUNCATE would commit); MyISAM as rows need not survive a rollback."""
         staging = [f"{q(c.name)} {sql_type(c, False)}" for c in self.dataset.columns]
-        cursor.execute(f"DROP TEMPORARY TABLE IF EXISTS {STAGING_TABLE}")
+        cursor.execute(f"DROP TEMPORARY TABLE IF EXISTS {q(STAGING_TABLE)}")
         cursor.execute(
-            f"CREATE TEMPORARY TABLE {STAGING_TABLE} ({', '.join(staging)}, "
-            f"{SEQ} BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY) "
+            f"CREATE TEMPORARY TABLE {q(STAGING_TABLE)} ({', '.join(staging)}, "
+            f"{q(SEQ)} BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY) "
             "ENGINE=MyISAM DEFAULT CHARSET utf8mb4"
         )
 
     def _statements(self) -> dict[str, str]:
         dataset = self.dataset
         names = ", ".join(q(c.name) for c in dataset.columns)
-        target = STAGING_TABLE if self._staged else q(dataset.table)
+        target = q(STAGING_TABLE if self._staged else dataset.table)
         load = (
             f"LOAD DATA LOCAL INFILE %s INTO TABLE {target} CHARACTER SET utf8mb4 "
             "FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' ESCAPED BY '' "
@@ -204,7 +221,7 @@ class MySQLSink(Sink):
         merge = (  # the staged row's columns, not VALUES(), which MySQL 8.0.20+ deprecates
             f"INSERT INTO {q(dataset.table)} ({names}) "
             f"SELECT {', '.join('s.' + q(c.name) for c in dataset.columns)} "
-            f"FROM {STAGING_TABLE} AS s ORDER BY s.{SEQ} "
+            f"FROM {q(STAGING_TABLE)} AS s ORDER BY s.{q(SEQ)} "
             f"ON DUPLICATE KEY UPDATE {self._updates('s.{}')}"
         )
         return {"load": load, "insert": insert, "merge": merge}

@@ -7,20 +7,27 @@ upsert then runs ``INSERT … SELECT … ON CONFLICT DO
 UPDATE`` on rows that ``encode`` reduced to the last occurrence of each key (so the last
 occurrence in the file wins, within a batch and across batches); a keyed
 insert runs ``ON CONFLICT DO NOTHING RETURNING key`` and rejects the rows that did not land.
+
+Statements are composed with ``psycopg.sql.Identifier``, so every name is quoted: reserved
+words are column names like any other, and a declared ``Order`` keeps its case (it is not
+folded to ``order``). A ``schema.table`` dataset writes ``"schema"."table"`` in an existing
+schema; the batch ledger stays unqualified, in the connection's current schema.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 
 import psycopg
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 from psycopg import errors as pg_errors
+from psycopg import sql
 
 from antioom.engine.batching import Batch, keep_last
 from antioom.engine.datasets import UPDATED_AT, Column, Dataset
-from antioom.errors import ConfigError, DatabaseLost, DatabaseUnavailable
+from antioom.errors import ConfigError, DatabaseLost, DatabaseUnavailable, TargetError
 from antioom.sinks.base import (
     LEDGER_TABLE,
     RowError,
@@ -33,6 +40,21 @@ from antioom.sinks.base import (
 STAGING_TABLE = "antioom_staging"
 SEQ = "antioom_seq"
 CSV_WRITE = pa_csv.WriteOptions(include_header=False, quoting_style="needed")
+LEDGER = sql.Identifier(LEDGER_TABLE)
+STAGING = sql.Identifier("pg_temp", STAGING_TABLE)
+# What a definition the server refuses raises (42: names and syntax, 3F: no such schema,
+# 22: types, 0A: features, 23: a concurrent CREATE), besides class 54 (see _definition_error).
+DEFINITION_ERRORS = (
+    psycopg.ProgrammingError,
+    psycopg.DataError,
+    psycopg.NotSupportedError,
+    psycopg.IntegrityError,
+)
+
+
+def table_identifier(table: str) -> sql.Identifier:
+    """``"table"`` or, for ``schema.table``, ``"schema"."table"``."""
+    return sql.Identifier(*table.split("."))
 
 
 def sql_type(column: Column) -> str:
@@ -58,48 +80,71 @@ class PostgresSink(Sink):
 
     def prepare(self, dataset: Dataset) -> None:
         self.dataset = dataset
+        self.table = table_identifier(dataset.table)
         names = [c.name for c in dataset.columns]
         definitions = [
-            f"{c.name} {sql_type(c)}{' NOT NULL' if c.required else ''}" for c in dataset.columns
+            sql.SQL("{} {}{}").format(
+                sql.Identifier(c.name),
+                sql.SQL(sql_type(c)),
+                sql.SQL(" NOT NULL" if c.required else ""),
+            )
+            for c in dataset.columns
         ]
         if dataset.updated_at:
-            definitions.append(f"{UPDATED_AT} timestamptz NOT NULL DEFAULT now()")
+            definitions.append(
+                sql.SQL("{} timestamptz NOT NULL DEFAULT now()").format(sql.Identifier(UPDATED_AT))
+            )
         if dataset.key:
-            definitions.append(f"PRIMARY KEY ({', '.join(dataset.key)})")
+            definitions.append(sql.SQL("PRIMARY KEY ({})").format(_names(dataset.key)))
         self._staged = bool(dataset.key)
         try:
             with self.conn.transaction():
                 self.conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {dataset.table} ({', '.join(definitions)})"
+                    sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
+                        self.table, sql.SQL(", ").join(definitions)
+                    )
                 )
                 self.conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (import_id text NOT NULL, "
-                    "seq bigint NOT NULL, rows integer NOT NULL, "
-                    "committed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (import_id, seq))"
+                    sql.SQL(
+                        "CREATE TABLE IF NOT EXISTS {} (import_id text NOT NULL, "
+                        "seq bigint NOT NULL, rows integer NOT NULL, "
+                        "committed_at timestamptz NOT NULL DEFAULT now(), "
+                        "PRIMARY KEY (import_id, seq))"
+                    ).format(LEDGER)
                 )
-                existing = {
+                existing = {  # of the table the statements resolve to, in whichever schema
                     row[0]
                     for row in self.conn.execute(
-                        "SELECT column_name FROM information_schema.columns "
-                        "WHERE table_name = %s AND table_schema = current_schema()",
-                        (dataset.table,),
+                        "SELECT attname FROM pg_attribute "
+                        "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                        (self.table.as_string(self.conn),),
                     )
                 }
                 if self._staged:
-                    staging = [f"{c.name} {sql_type(c)}" for c in dataset.columns]
-                    self.conn.execute(f"DROP TABLE IF EXISTS pg_temp.{STAGING_TABLE}")
+                    staging = [
+                        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(sql_type(c)))
+                        for c in dataset.columns
+                    ]
+                    self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(STAGING))
                     self.conn.execute(
-                        f"CREATE TEMP TABLE {STAGING_TABLE} ({', '.join(staging)}, "
-                        f"{SEQ} bigint GENERATED ALWAYS AS IDENTITY) ON COMMIT DELETE ROWS"
+                        sql.SQL(
+                            "CREATE TEMP TABLE {} ({}, {} bigint GENERATED ALWAYS AS IDENTITY) "
+                            "ON COMMIT DELETE ROWS"
+                        ).format(
+                            STAGING,
+                            sql.SQL(", ").join(staging),
+                            sql.Identifier(SEQ),
+                        )
                     )
-        except psycopg.OperationalError as exc:
-            raise DatabaseUnavailable(f"PostgreSQL failed: {_first_line(exc)}") from None
         except psycopg.Error as exc:
-            raise ConfigError(f"cannot prepare table {dataset.table}: {_first_line(exc)}") from None
+            if _definition_error(exc):
+                message = f"cannot prepare table {dataset.table}: {_first_line(exc)}"
+                raise TargetError(message) from None
+            raise DatabaseUnavailable(f"PostgreSQL failed: {_first_line(exc)}") from None
         wanted = names + ([UPDATED_AT] if dataset.updated_at else [])
         missing = [name for name in wanted if name not in existing]
         if missing:
-            raise ConfigError(
+            raise TargetError(
                 f"table {dataset.table} exists without column(s) {', '.join(missing)}"
             )
 
@@ -127,8 +172,10 @@ class PostgresSink(Sink):
         try:
             with self.conn.transaction():
                 claimed = self.conn.execute(
-                    f"INSERT INTO {LEDGER_TABLE} (import_id, seq, rows) VALUES (%s, %s, %s) "
-                    "ON CONFLICT DO NOTHING",
+                    sql.SQL(
+                        "INSERT INTO {} (import_id, seq, rows) VALUES (%s, %s, %s) "
+                        "ON CONFLICT DO NOTHING"
+                    ).format(LEDGER),
                     (batch.import_id, batch.seq, batch.rows),
                 ).rowcount
                 if not claimed:
@@ -143,36 +190,57 @@ class PostgresSink(Sink):
     def _write_rows(self, data: bytes, table: pa.Table) -> list[int]:
         """COPY ``data`` (the CSV of ``table``) into place; returns rows refused as duplicates."""
         dataset = self.dataset
-        names = ", ".join(c.name for c in dataset.columns)
-        target = STAGING_TABLE if self._staged else dataset.table
+        names = _names(c.name for c in dataset.columns)
+        target = STAGING if self._staged else self.table
         with self.conn.cursor() as cursor:
-            with cursor.copy(f"COPY {target} ({names}) FROM STDIN (FORMAT csv)") as copy:
+            copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(target, names)
+            with cursor.copy(copy_sql) as copy:
                 copy.write(data)
             if not self._staged:
                 return []
-            key = ", ".join(dataset.key)
-            stamp = f", {UPDATED_AT}" if dataset.updated_at else ""
-            now = ", now()" if dataset.updated_at else ""
+            key = _names(dataset.key)
+            stamped = sql.Identifier(UPDATED_AT)
+            columns = sql.SQL(", ").join([names, stamped]) if dataset.updated_at else names
+            values = sql.SQL(", ").join([names, sql.SQL("now()")]) if dataset.updated_at else names
+            insert = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
+                self.table, columns, values, STAGING
+            )
             if dataset.mode == "upsert":
-                updates = [f"{c.name} = excluded.{c.name}" for c in dataset.value_columns]
+                updated = [sql.Identifier(c.name) for c in dataset.value_columns]
                 if dataset.updated_at:
-                    updates.append(f"{UPDATED_AT} = excluded.{UPDATED_AT}")
-                action = "DO UPDATE SET " + ", ".join(updates) if updates else "DO NOTHING"
-                cursor.execute(  # keys are unique: encode() kept each key's last row
-                    f"INSERT INTO {dataset.table} ({names}{stamp}) "
-                    f"SELECT {names}{now} FROM {STAGING_TABLE} ON CONFLICT ({key}) {action}"
+                    updated.append(stamped)
+                action = (
+                    sql.SQL("DO UPDATE SET ")
+                    + sql.SQL(", ").join(sql.SQL("{0} = excluded.{0}").format(n) for n in updated)
+                    if updated
+                    else sql.SQL("DO NOTHING")
                 )
+                # keys are unique: encode() kept each key's last row
+                cursor.execute(insert + sql.SQL(" ON CONFLICT ({}) ").format(key) + action)
                 return []
             cursor.execute(
-                f"INSERT INTO {dataset.table} ({names}{stamp}) "
-                f"SELECT {names}{now} FROM {STAGING_TABLE} ORDER BY {SEQ} "
-                f"ON CONFLICT DO NOTHING RETURNING {key}"
+                insert
+                + sql.SQL(" ORDER BY {} ON CONFLICT DO NOTHING RETURNING {}").format(
+                    sql.Identifier(SEQ), key
+                )
             )
             landed = Counter(tuple(row) for row in cursor.fetchall())
         return refused_rows(table, dataset.key, landed)
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _names(names: Iterable[str]) -> sql.Composed:
+    """Quoted column names, comma-separated."""
+    return sql.SQL(", ").join(map(sql.Identifier, names))
+
+
+def _definition_error(exc: psycopg.Error) -> bool:
+    """Whether the server refused the table definition, rather than failed. Class 54 (program
+    limit exceeded: too many columns) must be told by its SQLSTATE: psycopg makes it an
+    OperationalError, and TooManyColumns does not even derive from ProgramLimitExceeded."""
+    return isinstance(exc, DEFINITION_ERRORS) or (exc.sqlstate or "").startswith("54")
 
 
 def _row_error(exc: Exception) -> str | None:

@@ -4,6 +4,10 @@ Rows are bound with ``executemany`` inside one transaction per batch, in WAL mod
 ``synchronous=NORMAL`` (a commit survives a process crash; the last commits may be lost on a
 power cut). Upsert is ``INSERT … ON CONFLICT DO UPDATE``, applied in input order, so the last
 occurrence of a key wins.
+
+Every identifier is double-quoted, so reserved words (``index``, ``order``…) are column names
+like any other. SQLite compares names case-insensitively even when quoted: ``order`` and
+``Order`` are one column (a duplicate-column TargetError when both are declared).
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ import pyarrow as pa
 
 from antioom.engine.batching import Batch
 from antioom.engine.datasets import UPDATED_AT, Dataset
-from antioom.errors import ConfigError, DatabaseLost, DatabaseUnavailable
-from antioom.sinks.base import LEDGER_TABLE, Sink, WriteResult, write_isolating
+from antioom.errors import ConfigError, DatabaseLost, DatabaseUnavailable, TargetError
+from antioom.sinks.base import LEDGER_TABLE, Sink, WriteResult, refuse_schema, write_isolating
 
 SQL_TYPES = {
     "string": "TEXT",
@@ -33,6 +37,11 @@ SQL_TYPES = {
 }
 AS_TEXT = {"decimal", "date", "timestamp"}
 ROW_SLICE = 2_000
+
+
+def q(name: str) -> str:
+    """``name`` as a quoted SQLite identifier (an embedded ``"`` doubled)."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def sqlite_path(url: str) -> str:
@@ -61,29 +70,41 @@ class SQLiteSink(Sink):
         self.path = path
 
     def prepare(self, dataset: Dataset) -> None:
+        refuse_schema(dataset.table, "SQLite")
         self.dataset = dataset
         columns = [
-            f"{c.name} {SQL_TYPES[c.type]}{' NOT NULL' if c.required else ''}"
+            f"{q(c.name)} {SQL_TYPES[c.type]}{' NOT NULL' if c.required else ''}"
             for c in dataset.columns
         ]
         if dataset.updated_at:
-            columns.append(f"{UPDATED_AT} TEXT")
+            columns.append(f"{q(UPDATED_AT)} TEXT")
         if dataset.key:
-            columns.append(f"PRIMARY KEY ({', '.join(dataset.key)})")
+            columns.append(f"PRIMARY KEY ({', '.join(map(q, dataset.key))})")
         try:
-            self.conn.execute(f"CREATE TABLE IF NOT EXISTS {dataset.table} ({', '.join(columns)})")
             self.conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (import_id TEXT NOT NULL, "
+                f"CREATE TABLE IF NOT EXISTS {q(dataset.table)} ({', '.join(columns)})"
+            )
+            self.conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {q(LEDGER_TABLE)} (import_id TEXT NOT NULL, "
                 "seq INTEGER NOT NULL, rows INTEGER NOT NULL, committed_at TEXT NOT NULL, "
                 "PRIMARY KEY (import_id, seq))"
             )
-            existing = {row[1] for row in self.conn.execute(f"PRAGMA table_info({dataset.table})")}
+            existing = {
+                row[0]
+                for row in self.conn.execute(
+                    "SELECT name FROM pragma_table_info(?)", (dataset.table,)
+                )
+            }
         except sqlite3.Error as exc:
+            # SQLITE_ERROR is SQLite's "this statement is wrong" (too many columns, a duplicate
+            # column name); busy, read-only, I/O and corruption errors are the database's.
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_ERROR:
+                raise TargetError(f"cannot prepare table {dataset.table}: {exc}") from None
             raise DatabaseUnavailable(f"cannot prepare table {dataset.table}: {exc}") from None
         wanted = [c.name for c in dataset.columns] + ([UPDATED_AT] if dataset.updated_at else [])
         missing = [name for name in wanted if name not in existing]
         if missing:
-            raise ConfigError(
+            raise TargetError(
                 f"table {dataset.table} exists without column(s) {', '.join(missing)}"
             )
 
@@ -104,22 +125,22 @@ class SQLiteSink(Sink):
 
     def _insert_sql(self) -> str:
         dataset = self.dataset
-        names = [c.name for c in dataset.columns]
+        names = [q(c.name) for c in dataset.columns]
         values = ["?"] * len(names)
         if dataset.updated_at:
-            names.append(UPDATED_AT)
+            names.append(q(UPDATED_AT))
             values.append("'" + datetime.now(UTC).isoformat(timespec="milliseconds") + "'")
-        sql = f"INSERT INTO {dataset.table} ({', '.join(names)}) VALUES ({', '.join(values)})"
+        sql = f"INSERT INTO {q(dataset.table)} ({', '.join(names)}) VALUES ({', '.join(values)})"
         if dataset.mode == "upsert":
-            updates = [c.name for c in dataset.value_columns]
+            updates = [q(c.name) for c in dataset.value_columns]
             if dataset.updated_at:
-                updates.append(UPDATED_AT)
+                updates.append(q(UPDATED_AT))
             action = (
                 "DO UPDATE SET " + ", ".join(f"{n} = excluded.{n}" for n in updates)
                 if updates
                 else "DO NOTHING"
             )
-            sql += f" ON CONFLICT ({', '.join(dataset.key)}) {action}"
+            sql += f" ON CONFLICT ({', '.join(map(q, dataset.key))}) {action}"
         return sql
 
     def write(self, batch: Batch) -> WriteResult:
@@ -140,7 +161,7 @@ class SQLiteSink(Sink):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 claimed = conn.execute(
-                    f"INSERT OR IGNORE INTO {LEDGER_TABLE} VALUES (?, ?, ?, ?)",
+                    f"INSERT OR IGNORE INTO {q(LEDGER_TABLE)} VALUES (?, ?, ?, ?)",
                     (batch.import_id, batch.seq, batch.rows, datetime.now(UTC).isoformat()),
                 ).rowcount
                 if not claimed:
