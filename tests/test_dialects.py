@@ -437,3 +437,16 @@ def test_a_single_record_of_numbers_is_data_and_of_words_a_header(load):
     assert rows == [(1, 2, 3)]
     summary, rows = load("a,b", table="u")
     assert (rows, summary.dialect is not None and summary.dialect["header"]) == ([], True)
+
+
+def test_a_quoted_comma_in_a_one_column_file_is_not_a_second_column(load):
+    _, rows = load('note\n"a, b"\n"c, d"\n"e"\n')
+    assert rows == [("a, b",), ("c, d",), ("e",)]
+
+
+def test_a_title_line_with_commas_is_a_preamble(load):
+    summary, rows = load(
+        "Sales report, Q1 2024, confidential\nid,region,month,amount,ok\n1,EU,1,2.5,true\n2,US,2,3.5,false\n"
+    )
+    assert rows == [(1, "EU", 1, 2.5, 1), (2, "US", 2, 3.5, 0)]
+    assert summary.dialect is not None and summary.dialect["skipped_lines"] == 1

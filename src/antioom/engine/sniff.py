@@ -6,7 +6,9 @@ the records before the first ``W``-wide one are a preamble (titles, "exported on
 after it, records of another width count against the candidate. Ranking, best first:
 
 1. parses without a quoting error (a ``"`` closed in the middle of a field is one);
-2. is really tabular: ``W >= 2`` with a majority of the records ``W`` wide;
+2. is really tabular: ``W >= 2`` with a majority of the records ``W`` wide (a candidate
+   without quoting that splits what quoting with the same delimiter parses consistently is
+   not tried: it is cutting quoted values);
 3. explains the largest share of its records: ``W``-wide ones, minus other widths, minus
    preamble (a share, not a count: splitting quoted line breaks must not score more);
 4. its quote opens fields somewhere (a ``'`` that only ever appears as an apostrophe
@@ -144,6 +146,8 @@ def candidates(
 class _Fit:
     width: int
     start: int  # index of the first record of the modal width
+    explained: Fraction  # share of the records that fit (see the ranking)
+    quotes: bool  # the candidate's quote opens fields in the sample
     score: tuple[int | Fraction, ...]
 
 
@@ -172,7 +176,7 @@ def _fit(parsed: Parsed, order: int, fixed_start: bool, quotes: bool) -> _Fit | 
     tabular = width >= 2 and (fit >= 2 or len(after) == 1) and 2 * fit >= len(after)
     explained = Fraction(fit - bad - preamble, len(widths))
     score = (int(not parsed.error), int(tabular), explained, int(quotes), -order)
-    return _Fit(width, widths[preamble][0], score)
+    return _Fit(width, widths[preamble][0], explained, quotes, score)
 
 
 def sniff(
@@ -187,15 +191,23 @@ def sniff(
 ) -> Sniffed:
     """Detect what is not given. ``preamble=False``: the first record is the header (or the
     data), as when the user said how many lines to skip."""
-    best: tuple[_Fit, Parsed] | None = None
+    tried: list[tuple[_Fit, Parsed]] = []
     for order, candidate in enumerate(candidates(text, delimiter, quote, escape)):
         parsed = parse(text, candidate, at_eof=at_eof)
         fit = _fit(parsed, order, not preamble, _quotes_fields(text, candidate))
-        if fit is not None and (best is None or fit.score > best[0].score):
-            best = (fit, parsed)
-    if best is None:
+        if fit is not None:
+            tried.append((fit, parsed))
+    quoting = {
+        p.candidate.delimiter: f.explained
+        for f, p in tried
+        if f.quotes and not p.error and f.explained == 1
+    }
+    kept = [
+        (f, p) for f, p in tried if f.quotes or f.explained >= quoting.get(p.candidate.delimiter, 0)
+    ]
+    if not kept:
         raise InputError("no records found")  # callers check for empty input first
-    fit, parsed = best
+    fit, parsed = max(kept, key=lambda pair: pair[0].score)
     detected = [
         name
         for name, given in (("delimiter", delimiter), ("quote", quote), ("escape", escape))
@@ -205,8 +217,10 @@ def sniff(
     start, width = fit.start, fit.width
     if header is None:
         detected.append("header")
-    if header is not False and _is_short_header(rows, start, width):
-        trailing = all(not row[-1] for row in rows[start:] if len(row) == width)
+    full = [row for row in rows[start:] if len(row) == width]
+    trailing = all(not row[-1] for row in full)
+    stray_quotes = any('"' in value or "'" in value for row in full for value in row)
+    if header is not False and (trailing or stray_quotes) and _is_short_header(rows, start, width):
         start, header = start - 1, True
         if not trailing:  # the wider rows do not fit this header: they become rejects
             width = len(rows[start])
@@ -230,10 +244,11 @@ def sniff(
 
 
 def _is_short_header(rows: list[list[str]], start: int, width: int) -> bool:
-    """Whether the record just before the data is its header, though narrower: more than
-    half as wide, with no blank line between. A title line is not that; a header over rows
-    that end in a delimiter is, and so is one over rows whose quoting parses badly (those
-    rows are then rejected, not silently shifted under a header taken for a preamble)."""
+    """Whether the record just before the data can be its header, though narrower: more
+    than half as wide, with no blank line between. Asked only where the rows give a reason
+    (they end in a delimiter, or hold quote characters that did not parse as quoting: those
+    rows are then rejected, not silently shifted under a header taken for a preamble);
+    otherwise a narrower record there is a title line."""
     if start == 0 or not rows[start - 1]:
         return False
     return 2 * len(rows[start - 1]) > width
