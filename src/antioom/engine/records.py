@@ -46,7 +46,7 @@ from antioom.errors import ConfigError, InputError
 READAHEAD_BLOCKS = 3
 STALL_S = 0.05
 QUIET_S = 0.1
-SAMPLE_BYTES = 256 << 10  # the dialect sample; grown (up to the record limit) if too short
+SAMPLE_BYTES = 64 << 10  # the dialect sample; grown (up to the record limit) if too short
 MARKED_SAMPLE_LINES = 2  # sample lines with undecodable bytes that make a wrong encoding
 
 

@@ -154,7 +154,7 @@ class _Fit:
 def _quotes_fields(text: str, candidate: Candidate) -> bool:
     """Whether the candidate's quote opens a field somewhere (not just an apostrophe)."""
     q = candidate.quote
-    if not q:
+    if not q or q not in text:
         return False
     opening = re.compile(f"(?:^|[{re.escape(candidate.delimiter)}\r\n]){re.escape(q)}")
     return opening.search(text) is not None
