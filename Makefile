@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench corpus clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,6 +27,7 @@ lint: $(STAMP)
 
 BENCH_VENV := .venv-bench
 PANDAS_VENV := .venv-pandas
+CORPUS_VENV := .venv-corpus
 
 # The antioom under test is a production install (runtime dependencies only), and pandas has
 # a venv of its own: with numpy or pandas importable, pyarrow imports them, which adds tens of
@@ -47,5 +48,17 @@ $(PANDAS_VENV)/.installed: pyproject.toml
 bench: $(STAMP) $(BENCH_VENV)/.installed $(PANDAS_VENV)/.installed
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
+# DuckDB is the reference reader for the messy-CSV corpus; it gets a venv of its own so the
+# dev venv stays as CI installs it.
+$(CORPUS_VENV)/.installed: pyproject.toml
+	test -x $(CORPUS_VENV)/bin/python || python3 -m venv $(CORPUS_VENV)
+	$(CORPUS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CORPUS_VENV)/bin/python -m pip install --quiet -e '.[corpus]'
+	touch $@
+
+## Agreement with DuckDB on ~270 generated messy CSVs; CORPUS_ARGS="--only bom --keep" etc.
+corpus: $(CORPUS_VENV)/.installed
+	$(CORPUS_VENV)/bin/python benchmarks/corpus.py --report benchmarks/data/corpus-report.md $(CORPUS_ARGS)
+
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) $(PANDAS_VENV) antioom.db products.csv .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) $(PANDAS_VENV) $(CORPUS_VENV) antioom.db products.csv .pytest_cache .mypy_cache .ruff_cache
