@@ -446,7 +446,17 @@ def test_a_quoted_comma_in_a_one_column_file_is_not_a_second_column(load):
 
 def test_a_title_line_with_commas_is_a_preamble(load):
     summary, rows = load(
-        "Sales report, Q1 2024, confidential\nid,region,month,amount,ok\n1,EU,1,2.5,true\n2,US,2,3.5,false\n"
+        "Sales report, Q1 2024, confidential\n"
+        "id,region,month,amount,ok\n1,EU,1,2.5,true\n2,US,2,3.5,false\n"
     )
     assert rows == [(1, "EU", 1, 2.5, 1), (2, "US", 2, 3.5, 0)]
     assert summary.dialect is not None and summary.dialect["skipped_lines"] == 1
+
+
+def test_a_quoted_value_longer_than_the_sample_keeps_its_quoting(load):
+    long_value = "line\n" * 30_000  # 150 KB with line breaks: past the 64 KiB dialect sample
+    summary, rows = load(
+        f'id,text\n1,"{long_value}"\n2,short\n', dialect=Dialect(max_record_bytes=1 << 20)
+    )
+    assert rows == [(1, long_value), (2, "short")]
+    assert summary.dialect is not None and summary.dialect["quote"] == '"'

@@ -37,7 +37,7 @@ from antioom.engine.decoding import (
     show_markers,
 )
 from antioom.engine.rejects import Reject
-from antioom.engine.sniff import Sniffed, likely_delimiter, sniff
+from antioom.engine.sniff import SampleTooShort, Sniffed, likely_delimiter, sniff
 from antioom.engine.source import PeekableReader, Readable
 from antioom.errors import ConfigError, InputError
 
@@ -275,7 +275,7 @@ class CsvRecords:
                     if at_eof:
                         return self._empty_input(text)
                 else:
-                    sniffed = self._sniff_sample(body, at_eof)
+                    sniffed = self._sniff_sample(body, at_eof, final=at_eof or size >= limit)
                     if sniffed is not None:
                         break
             if size >= limit:
@@ -290,8 +290,9 @@ class CsvRecords:
         self._stream.read(len(text[:consumed].encode("utf-8")))
         return sniffed
 
-    def _sniff_sample(self, body: str, at_eof: bool) -> Sniffed | None:
-        """Sniff ``body``; None when the sample is too short to hold the header."""
+    def _sniff_sample(self, body: str, at_eof: bool, *, final: bool) -> Sniffed | None:
+        """Sniff ``body``; None when the sample is too short to tell (a header or a quoted
+        value longer than it)."""
         dialect = self.dialect
         try:
             sniffed = sniff(
@@ -302,7 +303,10 @@ class CsvRecords:
                 escape=dialect.escape_char,
                 header=True if dialect.columns and dialect.header is None else dialect.header,
                 preamble=dialect.skip_lines is None,
+                final=final,
             )
+        except SampleTooShort:
+            return None
         except InputError:
             if at_eof:
                 raise

@@ -60,6 +60,11 @@ class Parsed:
     rows: list[list[str]]
     ends: list[int]  # character offset just after each record
     error: bool = False
+    swallowed: bool = False  # an open quote runs past a quarter of the sample
+
+
+class SampleTooShort(Exception):
+    """A quoted value may run past the sample: sniff a longer one."""
 
 
 @dataclass
@@ -112,9 +117,8 @@ def parse(text: str, candidate: Candidate, *, at_eof: bool) -> Parsed:
     if not at_eof and rows:
         rows.pop()
         ends.pop()
-    if not at_eof and len(text) - (ends[-1] if ends else 0) > len(text) // 4:
-        error = True  # a quote left open swallowed the sample, not a record cut short
-    return Parsed(candidate, rows, ends, error)
+    swallowed = not at_eof and len(text) - (ends[-1] if ends else 0) > len(text) // 4
+    return Parsed(candidate, rows, ends, error, swallowed)
 
 
 def candidates(
@@ -188,12 +192,19 @@ def sniff(
     escape: str | None = None,
     header: bool | None = None,
     preamble: bool = True,
+    final: bool = True,
 ) -> Sniffed:
     """Detect what is not given. ``preamble=False``: the first record is the header (or the
-    data), as when the user said how many lines to skip."""
+    data), as when the user said how many lines to skip. Unless the sample is ``final`` (at
+    its size limit), a quote left open over much of it raises SampleTooShort; in a final
+    sample it counts as a quoting error (an apostrophe taken for a quote)."""
     tried: list[tuple[_Fit, Parsed]] = []
     for order, candidate in enumerate(candidates(text, delimiter, quote, escape)):
         parsed = parse(text, candidate, at_eof=at_eof)
+        if parsed.swallowed:
+            if not final:
+                raise SampleTooShort
+            parsed.error = True
         fit = _fit(parsed, order, not preamble, _quotes_fields(text, candidate))
         if fit is not None:
             tried.append((fit, parsed))
