@@ -460,3 +460,11 @@ def test_a_quoted_value_longer_than_the_sample_keeps_its_quoting(load):
     )
     assert rows == [(1, long_value), (2, "short")]
     assert summary.dialect is not None and summary.dialect["quote"] == '"'
+
+
+def test_a_rejected_row_shows_empty_fields_as_written(write_csv, sqlite_url):
+    summary = import_csv(
+        write_csv("sku,name,price\nA,Apple,1.5\nB,,2\n"), sqlite_url, dataset="products"
+    )
+    (reject,) = summary.rejects
+    assert reject.values == {"sku": "B", "name": "", "price": "2"}

@@ -194,9 +194,10 @@ class Validator:
     ) -> None:
         rows = pc.indices_nonzero(bad)
         flags = [pc.take(check.bad, rows).to_pylist() for check in checks]
-        raw = [pc.take(column, rows).to_pylist() for column in strings]
+        # A reject shows the fields as written: an empty field (NULL once parsed) is "".
+        raw = [pc.take(pc.fill_null(column, ""), rows).to_pylist() for column in strings]
         if block.suspect:
-            raw = [[None if v is None else show_markers(v) for v in values] for values in raw]
+            raw = [[show_markers(v) for v in values] for values in raw]
         for position, row in enumerate(rows.to_pylist()):
             first = next(i for i, flag in enumerate(flags) if flag[position])
             record = block.record_number(row)
