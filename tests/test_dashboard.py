@@ -159,3 +159,48 @@ def test_imports_list_loads_existing_records(
         assert row.locator('[data-testid="import-rejects"]').inner_text() == "Rejects (1)"
     finally:
         page.close()
+
+
+def test_csv_options_from_the_dashboard(browser: Any, server: Served, tmp_path: Path) -> None:
+    """Delimiter ';' and NULL values chosen in "CSV options": sent as query parameters, the
+    dialect used is shown with the result, and the rows are stored as the options say."""
+    from conftest import fetch
+
+    semi = tmp_path / "semi.csv"
+    semi.write_bytes(b"id;name;price\n1;Apple, red;1.5\n2;Pear;-\n3;Fig;2\n")
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if r.method == "POST" else None)
+    try:
+        page.goto(server.url + "/")
+        page.wait_for_selector('#feed-status[data-state="ok"]', timeout=10_000)
+        assert page.locator("#opt-delimiter").is_hidden()  # collapsed until opened
+        page.click("#target-kind-table")
+        page.fill("#target-name", "fruit")
+        page.click("#csv-options > summary")
+        page.select_option("#opt-delimiter", ";")
+        page.fill("#opt-null", "-")
+        page.set_input_files("#file-input", str(semi))
+        page.click("#upload-button")
+
+        page.wait_for_selector('#upload-status[data-kind="ok"]', timeout=30_000)
+        dialect = page.locator("#upload-dialect").inner_text()
+        assert page.locator("#upload-result").is_visible()
+        assert dialect.startswith("delimiter ';', quote '\"' (detected), ")
+        assert "header (detected)" in dialect
+        assert "encoding utf-8 (detected)" in dialect
+        import_id = page.locator("#upload-status").get_attribute("data-import-id")
+        row = page.locator(f'tr[data-import-id="{import_id}"][data-status="completed"]')
+        row.wait_for(timeout=10_000)
+        assert row.locator('[data-testid="import-processed"]').get_attribute("data-value") == "3"
+    finally:
+        page.close()
+    assert errors == []
+    (posted,) = requests
+    assert "/imports?" in posted and "delimiter=%3B" in posted and "null=-" in posted
+    assert "encoding" not in posted and "header" not in posted  # auto: left to detection
+    rows = fetch(server.db_url, 'SELECT id, name, price FROM "fruit" ORDER BY id')
+    assert rows == [(1, "Apple, red", 1.5), (2, "Pear", None), (3, "Fig", 2.0)]

@@ -566,3 +566,45 @@ async def test_a_table_that_cannot_take_the_data_is_422(db_url: str) -> None:
     assert "too many columns" in one_line_error(response)
     assert reserved.status_code == 200, reserved.text
     assert reserved.json()["processed"] == 1
+
+
+# --------------------------------------------------------------------------- CSV options
+
+
+async def test_csv_options_are_documented_in_openapi(db_url: str) -> None:
+    async with client_with(db_url) as client:
+        spec = (await client.get("/openapi.json")).json()
+    options = {"delimiter", "quote", "escape", "encoding", "header", "columns", "skip"}
+    options |= {"comment", "null", "type", "infer"}
+    for path in ("/imports", "/upload"):
+        parameters = {p["name"]: p for p in spec["paths"][path]["post"]["parameters"]}
+        assert options <= set(parameters), path
+        assert all(parameters[name].get("description") for name in options), path
+        assert all(parameters[name]["in"] == "query" for name in options), path
+
+
+async def test_multipart_upload_with_options(db_url: str, fetch: Any) -> None:
+    body = "Bericht 2024\n\nid|name|amount\n1|Müller, A.|10\n2|Özil|n/a\n".encode("cp1252")
+    async with client_with(db_url) as client:
+        response = await client.post(
+            "/imports",
+            params={"table": "report", "encoding": "cp1252", "null": "n/a", "skip": "2"},
+            files={"file": ("report.csv", body, "text/csv")},
+        )
+    assert response.status_code == 200, response.text
+    dialect = response.json()["dialect"]
+    assert dialect["delimiter"] == "|" and "delimiter" in dialect["detected"]
+    assert dialect["skipped_lines"] == 2 and dialect["encoding"] == "cp1252"
+    rows = fetch(db_url, 'SELECT id, name, amount FROM "report" ORDER BY id')
+    assert rows == [(1, "Müller, A.", 10), (2, "Özil", None)]
+
+
+async def test_a_type_for_an_unknown_column_is_400(db_url: str) -> None:
+    async with client_with(db_url) as client:
+        response = await client.post(
+            "/imports?table=typed&type=nope=string", content=b"a,b\n1,2\n", headers=CSV
+        )
+        record = (await client.get(f"/imports/{response.json()['id']}")).json()
+    assert response.status_code == 400, response.text
+    assert "nope" in one_line_error(response)
+    assert record["status"] == "failed"

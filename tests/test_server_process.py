@@ -7,6 +7,8 @@ import gzip
 import itertools
 import json
 import os
+import re
+import socket
 import subprocess
 import threading
 import time
@@ -14,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import psutil
@@ -168,6 +171,159 @@ def test_curl_bad_header_gets_400_json(server: Served, tmp_path: Path) -> None:
     body, _, code = result.stdout.rpartition("\n")
     assert code == "400", (result.stdout[-500:], result.stderr)
     assert "price" in json.loads(body)["error"]
+
+
+# --------------------------------------------------------------------------- CSV options
+
+
+def post_csv(served: Served, query: str, body: bytes, import_id: str) -> httpx.Response:
+    return httpx.post(
+        f"{served.url}/imports?{query}",
+        content=body,
+        headers={"content-type": "text/csv", "X-Import-Id": import_id},
+        timeout=60,
+    )
+
+
+def test_dialect_options_in_the_query(server: Served, fetch: Any) -> None:
+    body = b"1;Apple, red;1.5\n2;Pear;2\n3;Fig;\n"
+    response = post_csv(
+        server, "table=opt_semi&delimiter=;&header=false&columns=a,b,c", body, "opt-semi"
+    )
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert (data["status"], data["processed"], data["failed"]) == ("completed", 3, 0)
+    dialect = data["dialect"]
+    assert (dialect["delimiter"], dialect["header"]) == (";", False)
+    assert "delimiter" not in dialect["detected"] and "header" not in dialect["detected"]
+    assert data["notes"] == []
+    rows = fetch(server.db_url, 'SELECT a, b, c FROM "opt_semi" ORDER BY a')
+    assert rows == [(1, "Apple, red", 1.5), (2, "Pear", 2.0), (3, "Fig", None)]
+
+
+def test_a_semicolon_file_without_options_is_sniffed(server: Served, fetch: Any) -> None:
+    body = "id;name;price\n1;Äpfel, rot;1,5\n2;Birnen;2,25\n3;Kiwi;3\n".encode()
+    response = post_csv(server, "table=opt_sniffed", body, "opt-sniffed")
+    assert response.status_code == 200, response.text
+    dialect = response.json()["dialect"]
+    assert (dialect["delimiter"], dialect["header"], dialect["encoding"]) == (";", True, "utf-8")
+    assert {"delimiter", "header", "encoding"} <= set(dialect["detected"])
+    rows = fetch(server.db_url, 'SELECT id, name, price FROM "opt_sniffed" ORDER BY id')
+    assert rows == [(1, "Äpfel, rot", "1,5"), (2, "Birnen", "2,25"), (3, "Kiwi", "3")]
+
+
+def held_open_post(served: Served, query: str, first: bytes, wait_s: float) -> bytes:
+    """POST a chunked body over a raw socket: send ``first``, never end the body, and return
+    what the server answered within ``wait_s`` (b"" for nothing)."""
+    url = urlsplit(served.url)
+    host, port = url.hostname or "127.0.0.1", url.port or 80
+    head = (
+        f"POST /imports?{query} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        "Content-Type: text/csv\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    received = b""
+    with socket.create_connection((host, port), timeout=5) as sock:
+        sock.sendall(head + f"{len(first):x}\r\n".encode() + first + b"\r\n")
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            sock.settimeout(max(deadline - time.monotonic(), 0.01))
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            received += chunk
+            head_part, sep, rest = received.partition(b"\r\n\r\n")
+            length = re.search(rb"(?im)^content-length:\s*(\d+)", head_part)
+            if sep and length and len(rest) >= int(length.group(1)):
+                break
+    return received
+
+
+def test_a_bad_option_is_400_before_the_body_is_read(server: Served) -> None:
+    first = b"a;b\n" + b"1;2\n" * 16_000  # 64 KB of a body that never ends
+    started = time.monotonic()
+    answer = held_open_post(server, "table=opt_bad&delimiter=;;", first, wait_s=10)
+    elapsed = time.monotonic() - started
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), answer[:300]
+    error = json.loads(body)["error"]
+    assert error == "delimiter must be one character, got ';;'"
+    assert elapsed < 5
+    # The same request with good options waits for the rest of the body: no early answer.
+    assert held_open_post(server, "table=opt_good&delimiter=;", first, wait_s=1.0) == b""
+
+    for query, words in (
+        ("table=t&encoding=klingon", "unknown encoding"),
+        ("table=t&quote=ab", "quote"),
+        ("table=t&skip=-1", "negative"),
+        ("table=t&header=perhaps", "header"),
+        ("table=t&type=zip", "NAME=TYPE"),
+        ("table=t&type=zip=postcode", "unknown type"),
+        ("dataset=products&type=price=string", "table imports"),
+    ):
+        response = post_csv(server, query, b"a,b\n1,2\n", f"opt-bad-{len(query)}")
+        assert response.status_code == 400, (query, response.text)
+        message = response.json()["error"]
+        assert words in message and "\n" not in message, (query, message)
+
+
+def test_encoding_option_reads_latin1(server: Served, fetch: Any) -> None:
+    body = "name,city\nJosé,Zürich\nRenée,Köln\nÅsa,Malmö\n".encode("latin-1")
+    guessed = post_csv(server, "table=opt_latin_guess", body, "opt-latin-guess")
+    assert guessed.status_code == 400  # not UTF-8: the server says which option to pass
+    assert "encoding" in guessed.json()["error"]
+    response = post_csv(server, "table=opt_latin&encoding=latin-1", body, "opt-latin")
+    assert response.status_code == 200, response.text
+    dialect = response.json()["dialect"]
+    assert dialect["encoding"] in ("iso8859-1", "latin-1") and "encoding" not in dialect["detected"]
+    rows = fetch(server.db_url, 'SELECT name, city FROM "opt_latin" ORDER BY city')
+    assert rows == [("Renée", "Köln"), ("Åsa", "Malmö"), ("José", "Zürich")]
+
+
+def test_type_option_keeps_leading_zeros(server: Served, fetch: Any) -> None:
+    # The sample shows five-digit numbers; the zip with a leading zero comes far later.
+    lines = b"".join(b"%05d,%d\n" % (10_000 + i % 89_999, i) for i in range(300_000))
+    body = b"zip,qty\n" + lines + b"00501,-1\n"
+    inferred = post_csv(server, "table=opt_zip_inferred", body, "opt-zip-inferred")
+    forced = post_csv(server, "table=opt_zip&type=zip=string", body, "opt-zip")
+    assert inferred.status_code == 200 and forced.status_code == 200, forced.text
+    assert (inferred.json()["processed"], inferred.json()["failed"]) == (300_000, 1)
+    assert (forced.json()["processed"], forced.json()["failed"]) == (300_001, 0)
+    assert fetch(server.db_url, 'SELECT zip FROM "opt_zip" WHERE qty = -1') == [("00501",)]
+    assert fetch(server.db_url, 'SELECT zip FROM "opt_zip" WHERE qty = 1') == [("10001",)]
+    text = post_csv(server, "table=opt_text&infer=false", b"zip,qty\n007,1\n", "opt-text")
+    assert text.status_code == 200, text.text
+    assert fetch(server.db_url, 'SELECT zip, qty FROM "opt_text"') == [("007", "1")]
+
+
+def test_seed_upload_takes_the_options_too(server: Served, fetch: Any, tmp_path: Path) -> None:
+    path = tmp_path / "tabbed.csv"
+    path.write_bytes(b"# exported\nsku\tname\tprice\nT-1\tTab, one\t1.5\nT-2\tTwo\t-2\n")
+    data = curl_json(
+        curl(
+            "-F",
+            f"file=@{path}",
+            "-H",
+            "X-Import-Id: opt-seed",
+            f"{server.url}/upload?delimiter=%09&comment=%23",
+        )
+    )
+    assert data["message"] == "Upload completed"
+    assert data["stats"] == {"processed": 1, "failed": 1}  # a price <= 0 breaks the rules
+    assert data["dialect"]["delimiter"] == "\t" and "delimiter" not in data["dialect"]["detected"]
+    rows = fetch(server.db_url, "SELECT sku, name, price FROM products WHERE sku LIKE 'T-%'")
+    assert rows == [("T-1", "Tab, one", 1.5)]
+    escaped = httpx.post(
+        f"{server.url}/imports?table=opt_tab&delimiter=\\t&null=NULL,NA",
+        content=b"a\tb\n1\tx,y\n2\tNULL\n3\tNA\n",
+        headers={"content-type": "text/csv"},
+        timeout=30,
+    )
+    assert escaped.status_code == 200, escaped.text
+    rows = fetch(server.db_url, 'SELECT a, b FROM "opt_tab" ORDER BY a')
+    assert rows == [(1, "x,y"), (2, None), (3, None)]
 
 
 # --------------------------------------------------------------------------- big uploads

@@ -7,12 +7,13 @@ import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import antioom_command, clean_env
 from server_helpers import Served, free_port, serve
 
-from antioom.client import imports_url, upload_file
+from antioom.client import csv_params, imports_url, upload_file
 
 ROWS = 50_000
 
@@ -244,3 +245,63 @@ def test_gzip_stream_is_valid(tmp_path: Path) -> None:
     with open(path, "rb") as source:
         body = b"".join(_gzip(_chunks(source, None)))
     assert gzip.decompress(body) == data
+
+
+def test_upload_sends_the_csv_options(server: Served, tmp_path: Path, fetch: Any) -> None:
+    path = tmp_path / "zips.csv"
+    path.write_bytes("00501;Holtsville\n01001;Agawam\n99950;Ketchikan, AK\n".encode("latin-1"))
+    result = run(
+        "upload", path, "--url", server.url, "--table", "zips", "--delimiter", ";",
+        "--no-header", "--columns", "zip,city", "--type", "zip=string",
+        "--encoding", "latin-1", "--json", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert_completed(summary, rows=3)
+    dialect = summary["dialect"]
+    assert (dialect["delimiter"], dialect["header"]) == (";", False)
+    assert not {"delimiter", "header", "encoding"} & set(dialect["detected"])
+    rows = fetch(server.db_url, 'SELECT zip, city FROM "zips" ORDER BY zip')
+    assert rows == [("00501", "Holtsville"), ("01001", "Agawam"), ("99950", "Ketchikan, AK")]
+
+    tabbed = tmp_path / "tabbed.csv"
+    tabbed.write_bytes("name\tnote\nJosé\tNA\nZoë\tfine, really\n".encode("latin-1"))
+    human = run(
+        "upload", tabbed, "--url", server.url, "--table", "people", "--delimiter", "\\t",
+        "--encoding", "latin-1", "--null", "NA", "--no-infer", cwd=tmp_path,
+    )  # fmt: skip
+    assert human.returncode == 0, human.stderr
+    lines = human.stdout.splitlines()
+    assert lines[0].startswith("completed: 2 rows written to people, 0 rejected")
+    assert lines[1] == (
+        "read as: delimiter '\\t', quote '\"' (detected), no escape (detected), "
+        "header (detected), encoding iso8859-1"
+    )
+    rows = fetch(server.db_url, 'SELECT name, note FROM "people" ORDER BY name')
+    assert rows == [("José", None), ("Zoë", "fine, really")]
+
+
+def test_upload_file_api_with_csv_params(server: Served, tmp_path: Path, fetch: Any) -> None:
+    path = tmp_path / "pipe.csv"
+    path.write_bytes(b"# a comment\nid|price\n1|007\n2|1.50\n")
+    params = csv_params(delimiter="|", comment="#", types={"price": "string"})
+    assert params == {"delimiter": "|", "comment": "#", "type": ["price=string"]}
+    summary = upload_file(str(path), server.url, table="pipes", params=params)
+    assert_completed(summary, rows=2)
+    assert fetch(server.db_url, 'SELECT id, price FROM "pipes" ORDER BY id') == [
+        (1, "007"),
+        (2, "1.50"),
+    ]
+
+
+def test_bad_csv_options_exit_2_before_sending(products_file: Path, tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens: options are checked first
+    for extra, message in (
+        (["--table", "t", "--delimiter", ";;"], "delimiter must be one character, got ';;'"),
+        (["--table", "t", "--encoding", "klingon"], "unknown encoding 'klingon'"),
+        (["--table", "t", "--type", "zip"], "invalid --type 'zip': use NAME=TYPE, e.g. zip=string"),
+        (["--dataset", "products", "--no-infer"], "--type and --no-infer apply to --table imports"),
+    ):
+        result = run("upload", products_file, "--url", url, *extra, cwd=tmp_path)
+        assert result.returncode == 2, (extra, result.stderr)
+        assert result.stderr.strip() == f"antioom: error: {message}", extra

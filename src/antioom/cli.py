@@ -456,13 +456,79 @@ def upload(
     import_id: Annotated[
         str | None, typer.Option(help="Import ID (default: a random one).")
     ] = None,
+    delimiter: Annotated[
+        str | None,
+        typer.Option(help="Field delimiter; \\t for tab. [default: detected among , | ; tab]"),
+    ] = None,
+    quote: Annotated[
+        str | None,
+        typer.Option(help="Quote character; empty for none. [default: detected, \" or ']"),
+    ] = None,
+    escape: Annotated[
+        str | None,
+        typer.Option(help="Escape character; empty for none. [default: detected, none or \\]"),
+    ] = None,
+    encoding: Annotated[
+        str | None,
+        typer.Option(help="Text encoding (any Python codec). [default: from a BOM, else UTF-8]"),
+    ] = None,
+    header: Annotated[
+        bool | None,
+        typer.Option(
+            "--header/--no-header",
+            help="Whether the first record is a header. [default: detected]",
+        ),
+    ] = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(help="Column names, comma-separated (a header row is then skipped)."),
+    ] = None,
+    skip: Annotated[
+        int | None,
+        typer.Option(help="Skip this many lines first. [default: a preamble is detected]"),
+    ] = None,
+    comment: Annotated[
+        str | None, typer.Option(help="Drop lines starting with this character, e.g. #.")
+    ] = None,
+    null: Annotated[
+        str | None,
+        typer.Option(
+            help="Values read as NULL, comma-separated, e.g. NULL,\\N,NA (besides empty)."
+        ),
+    ] = None,
+    types: Annotated[
+        list[str] | None,
+        typer.Option("--type", help="With --table: force a column's type, NAME=TYPE (repeatable)."),
+    ] = None,
+    no_infer: Annotated[
+        bool, typer.Option("--no-infer", help="With --table: every column is text.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
-    """Stream a CSV file to an anti-oom server and print the import's summary."""
-    from antioom.client import upload_file
+    """Stream a CSV file to an anti-oom server and print the import's summary.
+
+    The CSV options are those of antioom import; the server detects those not given.
+    """
+    from antioom.client import csv_params, upload_file
 
     try:
+        overrides = _type_overrides(types)
+        if dataset is not None and (overrides or no_infer):
+            raise ConfigError("--type and --no-infer apply to --table imports")
+        params = csv_params(
+            delimiter=_unescape(delimiter),
+            quote=quote,
+            escape=_unescape(escape),
+            encoding=encoding,
+            header=header,
+            columns=_names(columns),
+            skip=skip,
+            comment=comment,
+            null=null.split(",") if null is not None else None,
+            types=overrides,
+            infer=not no_infer,
+        )
         with ExitStack() as stack:
             on_progress = None
             if not (quiet or as_json):
@@ -476,6 +542,7 @@ def upload(
                 mode=mode,
                 compress=compress,
                 import_id=import_id,
+                params=params,
                 on_progress=on_progress,
             )
     except (AntioomError, KeyboardInterrupt) as error:
@@ -536,6 +603,10 @@ def _print_upload_summary(record: dict[str, Any], url: str) -> None:
         f"({float(record.get('rows_per_s') or 0):,.0f} rows/s, peak server RSS "
         f"{float(record.get('peak_rss_mb') or 0):.0f} MB)"
     )
+    if record.get("dialect"):
+        typer.echo(f"read as: {describe_dialect(record['dialect'])}")
+    for note in record.get("notes") or ():
+        typer.echo(f"note: {note}")
     typer.echo(f"import {record.get('id')}")
     if record.get("failed") and record.get("rejects_url"):
         base = url.rstrip("/").removesuffix("/imports")

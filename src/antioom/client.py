@@ -16,7 +16,7 @@ import os
 import sys
 import uuid
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import IO, Any
 
 import httpx
@@ -25,6 +25,7 @@ from antioom.errors import AntioomError, ConfigError, InputError
 
 CHUNK_BYTES = 1 << 20
 ProgressCallback = Callable[[int], None]
+QueryParams = Mapping[str, str | Sequence[str]]
 
 
 class UploadError(AntioomError):
@@ -63,12 +64,16 @@ def upload_file(
     mode: str | None = None,
     compress: bool = False,
     import_id: str | None = None,
+    params: QueryParams | None = None,
     on_progress: ProgressCallback | None = None,
     timeout: float = 10.0,
 ) -> dict[str, Any]:
     """Stream ``path`` (or stdin for ``-``) to ``url`` and return the server's import record.
 
     ``url`` is the server's base URL (``http://host:8000``) or its ``/imports`` endpoint.
+    ``params`` are more query parameters, e.g. the CSV options from :func:`csv_params`
+    (``{"delimiter": ";", "type": ["zip=string"]}``); the record's ``dialect`` tells how the
+    server read the file.
     ``on_progress`` receives the number of file bytes read (and handed to the connection) so far.
     ``timeout`` bounds connecting; the upload itself and the wait for the import's end do not
     time out (the server answers once the last batch is committed).
@@ -80,11 +85,12 @@ def upload_file(
     if mode not in (None, "insert", "upsert"):
         raise ConfigError(f"invalid mode {mode!r}: use insert or upsert")
     endpoint = imports_url(url)
-    params = {
-        name: value
+    query: dict[str, str | Sequence[str]] = dict(params or {})
+    query.update(
+        (name, value)
         for name, value in (("dataset", dataset), ("table", table), ("mode", mode))
         if value is not None
-    }
+    )
     headers = {
         "Content-Type": "application/gzip" if compress else "text/csv",
         "X-Import-Id": import_id or uuid.uuid4().hex,
@@ -104,7 +110,7 @@ def upload_file(
         limits = httpx.Timeout(timeout, read=None, write=None)
         try:
             with httpx.Client(timeout=limits) as client:
-                response = client.post(endpoint, params=params, content=body, headers=headers)
+                response = client.post(endpoint, params=query, content=body, headers=headers)
         except httpx.ConnectError as exc:
             raise ServerUnavailable(f"cannot connect to {endpoint}: {_reason(exc)}") from None
         except httpx.TimeoutException as exc:
@@ -119,6 +125,62 @@ def upload_file(
         if source is not sys.stdin.buffer:
             source.close()
     return _result(response)
+
+
+def csv_params(
+    *,
+    delimiter: str | None = None,
+    quote: str | None = None,
+    escape: str | None = None,
+    encoding: str | None = None,
+    header: bool | None = None,
+    columns: Sequence[str] | None = None,
+    skip: int | None = None,
+    comment: str | None = None,
+    null: Sequence[str] | None = None,
+    types: Mapping[str, str] | None = None,
+    infer: bool = True,
+) -> dict[str, str | list[str]]:
+    """The query parameters of ``POST /imports`` for these CSV options (``None``: the server
+    detects it), checked here first: a bad value is a ConfigError before anything is sent.
+    An empty ``quote``/``escape`` means none; ``types`` (table imports) forces column types,
+    ``{"zip": "string"}``; ``infer=False`` makes every column text."""
+    from antioom.engine.records import Dialect
+
+    Dialect(  # the server's checks, before connecting
+        delimiter=delimiter,
+        quote_char=quote,
+        escape_char=escape,
+        header=header,
+        columns=tuple(columns) if columns is not None else None,
+        encoding=encoding,
+        skip_lines=skip,
+        comment=comment,
+        null_values=tuple(null or ()),
+    )
+    params: dict[str, str | list[str]] = {}
+    for name, value in (
+        ("delimiter", delimiter),
+        ("quote", quote),
+        ("escape", escape),
+        ("encoding", encoding),
+        ("comment", comment),
+    ):
+        if value is not None:
+            params[name] = value
+    if header is not None:
+        params["header"] = "true" if header else "false"
+    if columns is not None:
+        params["columns"] = ",".join(columns)
+    if skip is not None:
+        params["skip"] = str(skip)
+    if null:
+        params["null"] = ",".join(null)
+    if types:
+        params["type"] = [f"{name}={column_type}" for name, column_type in types.items()]
+    if not infer:
+        params["infer"] = "false"
+    return params
 
 
 def imports_url(url: str) -> str:

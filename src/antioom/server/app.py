@@ -21,9 +21,9 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -33,6 +33,7 @@ from starlette.requests import ClientDisconnect
 from antioom.api import resolve_dataset
 from antioom.engine.pipeline import Options, Target, run_import
 from antioom.engine.progress import ProgressEvent, Summary, rss_mb, utc_now
+from antioom.engine.records import Dialect
 from antioom.engine.rejects import Reject, RejectsWriter, neutralise_formula
 from antioom.engine.source import ByteChannel, CountingReader
 from antioom.errors import (
@@ -47,6 +48,7 @@ from antioom.errors import (
 from antioom.server.guards import RateLimiter, check_token
 from antioom.server.live import FINAL, LiveImport, Registry
 from antioom.server.metrics import Metrics
+from antioom.server.options import CsvOptions, csv_options
 from antioom.server.settings import Settings
 from antioom.server.store import Store, open_store
 from antioom.server.uploads import BodyDecoder, UnsupportedMediaType
@@ -159,7 +161,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return record_json(data)
 
     async def start_import(
-        request: Request, target: Target, dataset_label: str
+        request: Request, target: Target, dataset_label: str, dialect: Dialect
     ) -> tuple[int, dict[str, Any]]:
         """Run one upload through the engine; returns (HTTP status, import record)."""
         guard_write(request)
@@ -184,7 +186,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         metrics.in_flight.inc()
         try:
-            return await run_upload(request, live, decoder, target, dataset_label)
+            return await run_upload(request, live, decoder, target, dataset_label, dialect)
         finally:
             registry.finish(import_id)
             metrics.in_flight.dec()
@@ -195,6 +197,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         decoder: BodyDecoder,
         target: Target,
         dataset_label: str,
+        dialect: Dialect,
     ) -> tuple[int, dict[str, Any]]:
         sink = await asyncio.to_thread(open_sink, settings.db_url)
         summary = Summary(live.id, "running", dataset_label, dataset_label)
@@ -202,7 +205,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await asyncio.to_thread(store().save, summary)
         await registry.publish(live.id, event_state(summary_state(summary)))
         engine = in_own_thread(
-            f"antioom-import-{live.id[:16]}", run_engine, live, sink, target, summary
+            f"antioom-import-{live.id[:16]}", run_engine, live, sink, target, summary, dialect
         )
         pump = asyncio.create_task(pump_body(request, live, decoder))
         try:
@@ -265,7 +268,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return False
 
     def run_engine(
-        live: LiveImport, sink: Any, target: Target, initial: Summary
+        live: LiveImport, sink: Any, target: Target, initial: Summary, dialect: Dialect
     ) -> tuple[Summary, int]:
         """The engine, in its own thread. Always returns the final (stored) summary, and the
         HTTP status it calls for, decided by the error's type rather than its message."""
@@ -298,7 +301,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 reader,
                 sink,
                 target,
-                Options(batch_size=settings.batch_size, import_id=live.id),
+                Options(dialect=dialect, batch_size=settings.batch_size, import_id=live.id),
                 on_progress=on_progress,
                 on_reject=on_reject,
                 cancel=live.cancel,
@@ -371,20 +374,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post("/imports", summary="Stream a CSV upload into the database", tags=["imports"])
     async def create_import(
         request: Request,
+        csv_opts: Annotated[CsvOptions, Depends(csv_options)],
         dataset: str | None = Query(None, description="dataset name"),
         table: str | None = Query(None, description="table name (columns inferred)"),
         mode: str | None = Query(None, description="insert or upsert"),
     ) -> JSONResponse:
+        """The body is the CSV (raw, gzip/zstd, or a multipart `file` field). The CSV options
+        default to detection, like `antioom import`; a bad one is a 400 before the body is
+        read. The record's `dialect` says how the file was read (and what was detected)."""
         target, label = target_for(dataset, table, mode, None)
-        status, record = await start_import(request, target, label)
+        target = csv_opts.apply(target)
+        status, record = await start_import(request, target, label, csv_opts.dialect)
         return JSONResponse(record, status)
 
     @app.post("/upload", summary="The seed's upload endpoint (products dataset)", tags=["seed"])
     async def upload(
-        request: Request, dataset: str | None = Query(None), mode: str | None = Query(None)
+        request: Request,
+        csv_opts: Annotated[CsvOptions, Depends(csv_options)],
+        dataset: str | None = Query(None, description="dataset name (default: products)"),
+        mode: str | None = Query(None, description="insert or upsert"),
     ) -> JSONResponse:
         target, label = target_for(dataset, None, mode, "products")
-        status, record = await start_import(request, target, label)
+        target = csv_opts.apply(target)
+        status, record = await start_import(request, target, label, csv_opts.dialect)
         if status != 200:
             return JSONResponse(record, status)
         stats = {"processed": record["processed"], "failed": record["failed"]}
