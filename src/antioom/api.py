@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Literal
 
@@ -23,11 +25,21 @@ from antioom.engine.pipeline import (
     Target,
     run_import,
 )
-from antioom.engine.progress import ProgressEvent, Summary
+from antioom.engine.progress import ProgressEvent, Summary, utc_now
 from antioom.engine.records import Dialect
 from antioom.engine.rejects import Reject
 from antioom.engine.source import CountingReader, Readable, open_path
-from antioom.errors import ConfigError
+from antioom.errors import AntioomError, ConfigError, DatabaseUnavailable
+from antioom.history import (
+    Heartbeats,
+    Origin,
+    Store,
+    check_can_run,
+    interrupt,
+    open_store,
+    source_key,
+    this_process,
+)
 from antioom.sinks import open_sink
 
 DEFAULT_DB = "sqlite:///antioom.db"
@@ -63,7 +75,9 @@ def import_csv(
     import_id: str | None = None,
     on_progress: Callable[[ProgressEvent], None] | None = None,
     on_reject: Callable[[Reject], None] | None = None,
+    flush_rejects: Callable[[], None] | None = None,
     cancel: threading.Event | None = None,
+    keep_record: bool = True,
 ) -> Summary:
     """Stream ``source`` (a path, ``-`` for stdin, or a binary stream) into ``db``.
 
@@ -71,31 +85,80 @@ def import_csv(
     forces some, e.g. ``{"zip": "string"}``, and ``infer=False`` makes all text). Returns
     the summary; raises an :class:`~antioom.errors.AntioomError` on fatal errors, with the
     partial summary as ``error.summary``. The database is connected before any byte is read.
+
+    ``import_id`` names the import; an id whose earlier run was interrupted is resumed: only
+    the rows not yet committed are written (see :func:`~antioom.engine.pipeline.run_import`).
+    With ``keep_record``, the import's record is kept in the database (``antioom_imports``),
+    with a heartbeat while it runs, as the server does: that is what ``--resume`` finds.
     """
     if dataset is None and table is None:
-        raise ConfigError("choose a dataset (--dataset NAME) or a table (--table NAME)")
+        raise ConfigError("choose a dataset or a table to import into")
     if batch_size < 1 or batch_bytes < 1:
         raise ConfigError("the batch size must be at least 1")
     if isinstance(dataset, str):
         dataset = resolve_dataset(dataset, datasets_file)
     target = Target(dataset=dataset, table=table, mode=mode, key=key, types=types, infer=infer)
+    import_id = import_id or uuid.uuid4().hex
     options = Options(
         dialect=dialect or Dialect(),
         batch_size=batch_size,
         batch_bytes=batch_bytes,
         import_id=import_id,
     )
-    with open_sink(db or default_db()) as sink:
+    db = db or default_db()
+    with ExitStack() as stack:
+        sink = stack.enter_context(open_sink(db))
+        store = None
+        if keep_record:
+            store = open_store(db)
+            stack.callback(store.close)
+            name = str(source) if isinstance(source, str | Path) else None
+            origin = Origin(
+                this_process(),
+                source=name,
+                source_bytes=_file_size(name),
+                source_key=source_key(name) if name else None,
+            )
+            check_can_run(store, import_id, origin.source_key)
+            label = dataset.name if dataset else (table or "")
+            store.save(Summary(import_id, "running", label, label, started_at=utc_now()), origin)
+            heartbeats = Heartbeats(lambda: store)
+            heartbeats.add(import_id)
+            stack.callback(heartbeats.stop)
         reader = open_path(source) if isinstance(source, str | Path) else CountingReader(source)
+        stack.callback(reader.close)
         try:
-            return run_import(
+            summary = run_import(
                 reader,
                 sink,
                 target,
                 options,
                 on_progress=on_progress,
                 on_reject=on_reject,
+                flush_rejects=flush_rejects,
                 cancel=cancel,
             )
-        finally:
-            reader.close()
+        except AntioomError as exc:
+            ended: Summary | None = getattr(exc, "summary", None)
+            if store is not None and ended is not None:
+                _save_quietly(store, ended)
+            raise
+        except KeyboardInterrupt:
+            if store is not None:
+                with suppress(AntioomError):
+                    interrupt(store, import_id)
+            raise
+        if store is not None:
+            _save_quietly(store, summary)
+        return summary
+
+
+def _save_quietly(store: Store, summary: Summary) -> None:
+    """Save the final record; if the database is gone, the record stays ``running`` until a
+    later run or server finds its owner gone and marks it ``interrupted`` from the ledger."""
+    with suppress(DatabaseUnavailable):
+        store.save(summary)
+
+
+def _file_size(path: str | None) -> int | None:
+    return os.path.getsize(path) if path and path != "-" and os.path.isfile(path) else None

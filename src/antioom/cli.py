@@ -11,8 +11,10 @@ import json
 import logging
 import os
 import re
+import shlex
 import sys
 import threading
+import uuid
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
@@ -23,7 +25,7 @@ from antioom.api import default_db, import_csv
 from antioom.engine.pipeline import DEFAULT_BATCH_SIZE
 from antioom.engine.progress import Heartbeat, ProgressEvent, Summary, peak_rss_mb
 from antioom.engine.records import Dialect
-from antioom.engine.rejects import RejectsWriter
+from antioom.engine.rejects import RejectsWriter, keep_through
 from antioom.errors import AntioomError, ConfigError, InputError
 
 app = typer.Typer(
@@ -142,10 +144,30 @@ def import_command(
     rejects: Annotated[
         Path | None, typer.Option(help="Write rejected rows (with reasons) to this CSV file.")
     ] = None,
+    import_id: Annotated[
+        str | None,
+        typer.Option(
+            help="Name the import; an interrupted one is resumed (only rows not yet "
+            "committed are written). [default: a new random id]"
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Resume the last unfinished import of this file into this target "
+            "(found in the database); a new import if there is none.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
-    """Import a CSV file into a database, streaming, in flat memory."""
+    """Import a CSV file into a database, streaming, in flat memory.
+
+    Every import is recorded in the database (antioom_imports) and its batches in a ledger
+    (antioom_batches): after a crash, Ctrl-C or a lost connection, run the same command with
+    --resume (or --import-id ID) to write exactly the rows not yet committed.
+    """
     try:
         if mode not in (None, "insert", "upsert"):
             raise ConfigError(f"invalid mode {mode!r}: use insert or upsert")
@@ -177,7 +199,13 @@ def import_command(
             batch_size=batch_size,
             rejects=rejects,
             quiet=quiet or as_json,
+            import_id=import_id,
+            resume=resume,
         )
+    except Interrupted as error:
+        typer.echo(f"antioom: {error}", err=True)
+        typer.echo(f"resume with: {_resume_command(error.import_id)}", err=True)
+        raise typer.Exit(error.exit_code) from None
     except (AntioomError, KeyboardInterrupt) as error:
         fail(error)
     except Exception as error:
@@ -216,39 +244,129 @@ def _names(text: str | None) -> tuple[str, ...] | None:
     return names
 
 
+class Interrupted(AntioomError):
+    """An import that stopped part-way with rows committed: it can be resumed."""
+
+    def __init__(self, message: str, import_id: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.import_id = import_id
+        self.exit_code = exit_code
+
+
 def _run_import(
     path: str,
     *,
     rejects: Path | None,
     quiet: bool,
+    import_id: str | None,
+    resume: bool,
     **options: Any,
 ) -> Summary:
+    from antioom.history import open_store
+
+    db = options.pop("db")
+    store = open_store(db)
+    try:
+        import_id, earlier = _import_id(store, path, import_id, resume, options)
+    finally:
+        store.close()
     cancel = threading.Event()
     with ExitStack() as stack:
-        on_reject = None
+        on_reject = flush_rejects = None
         if rejects is not None:
-            try:
-                out = stack.enter_context(open(rejects, "w", newline="", encoding="utf-8"))
-            except OSError as exc:
-                raise ConfigError(f"cannot write rejects file {rejects}: {exc.strerror}") from None
-            on_reject = RejectsWriter(out).write
+            out = stack.enter_context(_open_rejects(rejects, earlier))
+            writer = RejectsWriter(out, header=earlier is None or out.tell() == 0)
+            on_reject, flush_rejects = writer.write, writer.flush
         on_progress = None if quiet else stack.enter_context(ProgressDisplay(path))
         try:
             summary = import_csv(
                 path,
-                options.pop("db"),
+                db,
                 datasets_file=options.pop("datasets"),
                 on_progress=on_progress,
                 on_reject=on_reject,
+                flush_rejects=flush_rejects,
                 cancel=cancel,
+                import_id=import_id,
                 **options,
             )
-            # The process's own high-water mark: the engine samples only at batch ends.
-            summary.peak_rss_mb = max(summary.peak_rss_mb, peak_rss_mb() or 0.0)
-            return summary
         except KeyboardInterrupt:
             cancel.set()
+            committed = _committed_rows(db, import_id)
+            shown = "" if committed is None else f": {committed:,} rows committed"
+            raise Interrupted(f"interrupted{shown}", import_id, 130) from None
+        except AntioomError as error:
+            ended: Summary | None = getattr(error, "summary", None)
+            if ended is not None and ended.batches and not isinstance(error, ConfigError):
+                message = f"error: {error} ({ended.processed:,} rows committed)"
+                raise Interrupted(message, import_id, error.exit_code) from None
             raise
+        # The process's own high-water mark: the engine samples only at batch ends.
+        summary.peak_rss_mb = max(summary.peak_rss_mb, peak_rss_mb() or 0.0)
+        return summary
+
+
+def _import_id(
+    store: Any, path: str, import_id: str | None, resume: bool, options: dict[str, Any]
+) -> tuple[str, int | None]:
+    """The import id to run, and for a resumed import the last record its ledger holds."""
+    from antioom.api import resolve_dataset
+    from antioom.history import resumable, source_key
+
+    if resume and import_id is None:
+        key = source_key(path)
+        if key is None:
+            raise ConfigError("--resume needs a file path (stdin has no identity): use --import-id")
+        table = options.get("table")
+        if table is None:
+            if options.get("dataset") is None:
+                raise ConfigError("choose a dataset (--dataset NAME) or a table (--table NAME)")
+            table = resolve_dataset(options["dataset"], options.get("datasets")).table
+        import_id = resumable(store, key, table)
+    if import_id is None:
+        return uuid.uuid4().hex, None
+    committed = store.committed(import_id)
+    return import_id, committed.records if committed.batches else None
+
+
+def _committed_rows(db: str, import_id: str) -> int | None:
+    """Rows the ledger holds for ``import_id``, or None if the database cannot tell."""
+    from antioom.history import open_store
+
+    try:
+        store = open_store(db)
+        try:
+            return store.committed(import_id).committed_rows
+        finally:
+            store.close()
+    except AntioomError:
+        return None
+
+
+def _open_rejects(path: Path, resumed_after: int | None) -> Any:
+    """The rejects file: new, or for a resumed import the earlier run's file cut after the last
+    committed record (rejects past it are reported again)."""
+    try:
+        if resumed_after is not None and path.exists():
+            keep_through(path, resumed_after)
+            return open(path, "a", newline="", encoding="utf-8")
+        return open(path, "w", newline="", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write rejects file {path}: {exc.strerror}") from None
+
+
+def _resume_command(import_id: str) -> str:
+    """This command line, with ``--import-id ID`` in place of ``--resume``/``--import-id``."""
+    args: list[str] = []
+    skip = False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--import-id":
+            skip = True
+        elif arg != "--resume" and not arg.startswith("--import-id="):
+            args.append(arg)
+    return shlex.join(["antioom", *args, "--import-id", import_id])
 
 
 def _file_size(path: str) -> int | None:
@@ -325,6 +443,13 @@ def _print_summary(summary: Summary, rejects: Path | None) -> None:
         f"{summary.duration_s:.2f}s ({summary.rows_per_s:,.0f} rows/s, peak RSS "
         f"{summary.peak_rss_mb:.0f} MB)"
     )
+    if summary.resumed_from:
+        earlier = summary.resumed_from
+        typer.echo(
+            f"resumed import {summary.import_id}: records 1-{earlier['records']:,} were "
+            f"committed earlier ({earlier['rows']:,} rows, {earlier['rejected']:,} rejected) "
+            "and skipped"
+        )
     if summary.dialect:
         typer.echo(f"read as: {describe_dialect(summary.dialect)}")
     for note in summary.notes:
@@ -415,6 +540,7 @@ def serve(
         import uvicorn
 
         from antioom.server import Settings, create_app
+        from antioom.server.guards import RedactTokens, proxy_addresses
 
         overrides: dict[str, Any] = {}
         if db:
@@ -427,9 +553,24 @@ def serve(
                 f"refusing to serve on {host} without an API key: anyone on the network could "
                 "write to your database. Set ANTIOOM_API_KEYS (or API_KEY), or bind 127.0.0.1"
             )
+        # uvicorn believes X-Forwarded-For from 127.0.0.1 by default: a local client could
+        # then pick its own address and dodge the rate limits. Only configured proxies count.
+        proxies = proxy_addresses(settings.trusted_proxies)
+        application = create_app(settings)
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+        logging.getLogger("uvicorn.access").addFilter(RedactTokens())
         typer.echo(f"anti-oom dashboard: http://{host}:{port}/  (API docs: /docs)", err=True)
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+        uvicorn.run(
+            application,
+            host=host,
+            port=port,
+            log_level="info",
+            proxy_headers=bool(proxies),
+            forwarded_allow_ips=proxies,
+            # h11, not httptools: httptools accepts request heads of any size
+            http="h11",
+            h11_max_incomplete_event_size=settings.max_header_bytes,
+        )
     except Exception as error:
         fail(error)
 

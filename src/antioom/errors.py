@@ -19,6 +19,10 @@ class ConfigError(AntioomError):
     exit_code = 2
 
 
+class ImportConflict(ConfigError):
+    """The import id is taken: completed, or being written by another process."""
+
+
 class InputError(AntioomError):
     """The input cannot be imported: unreadable, undecodable, a bad header, a limit exceeded."""
 

@@ -45,18 +45,31 @@ class Batch:
         return int(self.table.num_rows)
 
     def record_number(self, row: int) -> int:
-        """The 1-based input record number of row ``row`` of this batch."""
+        """The 1-based input record number of row ``row`` of this batch (a batch made
+        without segments holds records ``1..rows``)."""
+        if not self.segments:
+            return row + 1
         offsets = [segment.row_offset for segment in self.segments]
         segment = self.segments[bisect.bisect_right(offsets, row) - 1]
         block_row = segment.block_row + row - segment.row_offset
         return record_at(segment.first_record, segment.gaps, block_row)
 
+    @property
+    def end_record(self) -> int:
+        """The record number of the last row: the ledger's resume point once committed."""
+        return self.record_number(self.rows - 1) if self.rows else 0
+
 
 def rebatch(
-    validated: Iterable[Validated], import_id: str, *, batch_size: int, batch_bytes: int
+    validated: Iterable[Validated],
+    import_id: str,
+    *,
+    batch_size: int,
+    batch_bytes: int,
+    first_seq: int = 0,
 ) -> Iterator[Batch]:
-    """Cut a stream of validated blocks into batches (sequence numbers from 0)."""
-    seq = 0
+    """Cut a stream of validated blocks into batches (sequence numbers from ``first_seq``)."""
+    seq = first_seq
     pieces: list[pa.Table] = []
     segments: list[_Segment] = []
     rows = 0

@@ -32,7 +32,7 @@ from antioom.engine.sniff import likely_delimiter
 from antioom.engine.source import CountingReader, decompressed
 from antioom.engine.validate import Validated, Validator, infer_dataset
 from antioom.errors import AntioomError, DatabaseLost, ImportCancelled, InputError
-from antioom.sinks.base import Sink
+from antioom.sinks.base import Committed, Sink
 
 QUEUE_BATCHES = 2
 DEFAULT_BATCH_SIZE = 20_000
@@ -77,11 +77,18 @@ def run_import(
     *,
     on_progress: Callable[[ProgressEvent], None] | None = None,
     on_reject: Callable[[Reject], None] | None = None,
+    flush_rejects: Callable[[], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> Summary:
     """Import ``source`` into ``sink``; returns the summary or raises an AntioomError.
 
     A raised error carries the partial summary as ``error.summary`` (rows committed so far).
+    ``flush_rejects`` is called before each batch is written and at the end, so that rejects
+    handed to ``on_reject`` can be made durable before the rows after them commit.
+
+    An import id the sink's ledger already holds is resumed: the records its committed batches
+    account for are parsed but skipped (not validated, not written, their rejects not reported
+    again), and the summary counts them from the ledger (``resumed_from``).
     """
     import_id = options.import_id or uuid.uuid4().hex
     name = target.dataset.name if target.dataset else (target.table or "")
@@ -109,6 +116,10 @@ def run_import(
         meter.summary.table = dataset.table
         validator = Validator(dataset, _included(records, target, dataset))
         sink.prepare(dataset)
+        earlier = sink.committed(import_id)
+        if earlier.batches:
+            _resume(meter.summary, earlier)
+            blocks = _after(blocks, earlier.records)
     except AntioomError as exc:
         early: Literal["failed", "aborted"] = (
             "aborted" if isinstance(exc, ImportCancelled) else "failed"
@@ -134,6 +145,7 @@ def run_import(
                 import_id,
                 batch_size=options.batch_size,
                 batch_bytes=options.batch_bytes,
+                first_seq=earlier.next_seq,
             ):
                 batch.payload = sink.encode(batch.table)
                 put(batch)
@@ -147,7 +159,7 @@ def run_import(
     parser.start()
     status: Literal["completed", "failed", "aborted"] = "failed"
     try:
-        _consume(items, sink, meter, source, on_progress, on_reject, cancel)
+        _consume(items, sink, meter, source, on_progress, on_reject, flush_rejects, cancel)
         status = "completed"
     except ImportCancelled as exc:
         status = "aborted"
@@ -177,6 +189,7 @@ def _consume(
     source: CountingReader,
     on_progress: Callable[[ProgressEvent], None] | None,
     on_reject: Callable[[Reject], None] | None,
+    flush_rejects: Callable[[], None] | None,
     cancel: threading.Event,
 ) -> None:
     summary = meter.summary
@@ -192,6 +205,8 @@ def _consume(
         if item is None:
             continue
         if isinstance(item, _End):
+            if flush_rejects is not None:
+                flush_rejects()
             if item.error is not None:
                 raise _as_user_error(item.error)
             summary.bytes = source.bytes_read
@@ -203,6 +218,8 @@ def _consume(
                 if on_reject is not None:
                     on_reject(reject)
             continue
+        if flush_rejects is not None:
+            flush_rejects()
         result = sink.write(item)
         summary.batches += 1
         summary.rows += item.rows
@@ -216,6 +233,28 @@ def _consume(
         summary.bytes = source.bytes_read
         if on_progress is not None:
             on_progress(meter.event())
+
+
+def _resume(summary: Summary, earlier: Committed) -> None:
+    """Start the counts where the earlier runs of this import left them."""
+    summary.processed = earlier.committed_rows
+    summary.failed = earlier.rejected
+    summary.rows = earlier.records
+    summary.batches = earlier.batches
+    summary.resumed_from = {
+        "records": earlier.records,
+        "rows": earlier.committed_rows,
+        "rejected": earlier.rejected,
+        "batches": earlier.batches,
+    }
+
+
+def _after(blocks: Iterator[Block], record: int) -> Iterator[Block]:
+    """``blocks`` without records ``1..record`` (committed by an earlier run)."""
+    for block in blocks:
+        rest = block.after(record)
+        if rest is not None:
+            yield rest
 
 
 def _validated(

@@ -78,6 +78,8 @@ class Summary:
     rejects: list[Reject] = field(default_factory=list)  # the first few, for display
     dialect: dict[str, Any] | None = None  # how the input was read, and what was detected
     notes: list[str] = field(default_factory=list)  # renamed columns, warnings
+    # a resumed import: what earlier runs committed (records, rows, rejected, batches)
+    resumed_from: dict[str, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -132,6 +132,23 @@ class Block:
         """The 1-based record number of parsed row ``row`` of this block."""
         return record_at(self.first_record, self.skipped, row)
 
+    def after(self, record: int) -> Block | None:
+        """This block without its records up to ``record``, or None if none is left: a
+        resumed import skips the records an earlier run committed."""
+        if record < self.first_record:
+            return self
+        if record >= self.first_record + self.records - 1:
+            return None
+        gaps = bisect.bisect_right(self.skipped, record)
+        rows = record - self.first_record + 1 - gaps
+        return Block(
+            self.batch.slice(rows),
+            record + 1,
+            self.malformed[gaps:],
+            self.skipped[gaps:],
+            self.suspect,
+        )
+
 
 def record_at(first: int, gaps: Sequence[int], row: int) -> int:
     """The record number of the ``row``-th row of a run of records that starts at ``first``,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TextIO
 
 # Cells starting with these are run as formulas by spreadsheet programs (CSV injection).
@@ -41,11 +43,12 @@ class RejectsWriter:
 
     HEADER = ("record", "line", "column", "reason", "raw")
 
-    def __init__(self, out: TextIO, *, neutralise: bool = True) -> None:
+    def __init__(self, out: TextIO, *, neutralise: bool = True, header: bool = True) -> None:
         self._out = out
         self._writer = csv.writer(out)
         self._neutralise = neutralise
-        self._writer.writerow(self.HEADER)
+        if header:
+            self._writer.writerow(self.HEADER)
 
     def write(self, reject: Reject) -> None:
         cells = [
@@ -61,3 +64,19 @@ class RejectsWriter:
 
     def flush(self) -> None:
         self._out.flush()
+
+
+def keep_through(path: Path, record: int) -> None:
+    """Cut a rejects file written by :class:`RejectsWriter` after the rejects of records up to
+    ``record``, streaming through a temporary file beside it (a resumed import reports the
+    later ones again)."""
+    temporary = path.with_name(path.name + ".tmp")
+    with (
+        open(path, newline="", encoding="utf-8") as old,
+        open(temporary, "w", newline="", encoding="utf-8") as new,
+    ):
+        writer = csv.writer(new)
+        for row in csv.reader(old):
+            if row and (not row[0].isdigit() or int(row[0]) <= record):
+                writer.writerow(row)
+    os.replace(temporary, path)

@@ -23,9 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import ClientDisconnect
@@ -35,7 +36,7 @@ from antioom.engine.pipeline import Options, Target, run_import
 from antioom.engine.progress import ProgressEvent, Summary, rss_mb, utc_now
 from antioom.engine.records import Dialect
 from antioom.engine.rejects import Reject, RejectsWriter, neutralise_formula
-from antioom.engine.source import ByteChannel, CountingReader
+from antioom.engine.source import ByteChannel, CountingReader, DecompressedTooLarge
 from antioom.errors import (
     AntioomError,
     ConfigError,
@@ -45,12 +46,12 @@ from antioom.errors import (
     InputError,
     TargetError,
 )
-from antioom.server.guards import RateLimiter, check_token
+from antioom.server.guards import Guard, LoopbackOnly, origins
 from antioom.server.live import FINAL, LiveImport, Registry
 from antioom.server.metrics import Metrics
 from antioom.server.options import CsvOptions, csv_options
 from antioom.server.settings import Settings
-from antioom.server.store import Store, open_store
+from antioom.history import Store, open_store
 from antioom.server.uploads import BodyDecoder, UnsupportedMediaType
 from antioom.sinks import open_sink
 
@@ -58,6 +59,13 @@ IMPORT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 STATIC = Path(__file__).parent / "static"
 T = TypeVar("T")
 REJECT_FLUSH = 1000
+BEARER = HTTPBearer(auto_error=False, description="an API key (ANTIOOM_API_KEYS)")
+QUERY_TOKEN = APIKeyQuery(
+    name="token",
+    auto_error=False,
+    description="the API key, for what a browser opens by URL (EventSource, downloads)",
+)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
 
 
 def in_own_thread(name: str, func: Callable[..., T], *args: Any) -> asyncio.Future[T]:
@@ -91,7 +99,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """The anti-oom ASGI application."""
     settings = settings or Settings()
     registry = Registry(settings.max_concurrent_imports)
-    limiter = RateLimiter(settings.rate_limit_per_minute)
+    guard = Guard(settings)
+    allowed_origins = origins(settings.allowed_origins)
     metrics = Metrics()
     store_holder: dict[str, Store] = {}
     # Uploads wait for channel room here, not in the default executor (see in_own_thread).
@@ -123,6 +132,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.registry = registry
+    if not settings.keys:
+        app.add_middleware(LoopbackOnly, allowed_origins=allowed_origins)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -142,12 +153,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, 500)
 
-    def guard_write(request: Request) -> None:
-        check_token(request, settings.keys)
-        limiter.check(request.client.host if request.client else "unknown")
+    def guard_write(request: Request, credentials: Credentials) -> None:
+        guard.check(request, credentials.credentials if credentials else None, write=True)
 
-    def guard_read(request: Request) -> None:
-        limiter.check(request.client.host if request.client else "unknown")
+    def guard_read(request: Request, credentials: Credentials) -> None:
+        guard.check(request, credentials.credentials if credentials else None, write=False)
+
+    def guard_url(
+        request: Request,
+        credentials: Credentials,
+        token: Annotated[str | None, Security(QUERY_TOKEN)],
+    ) -> None:
+        """A read a browser opens by URL (EventSource, a download link) cannot send headers:
+        the key may come as ``?token=`` instead."""
+        guard.check(request, credentials.credentials if credentials else token, write=False)
+
+    write_guard = [Depends(guard_write)]
+    read_guard = [Depends(guard_read)]
+    url_guard = [Depends(guard_url)]
 
     def record_json(record: dict[str, Any]) -> dict[str, Any]:
         record = dict(record)
@@ -164,7 +187,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         request: Request, target: Target, dataset_label: str, dialect: Dialect
     ) -> tuple[int, dict[str, Any]]:
         """Run one upload through the engine; returns (HTTP status, import record)."""
-        guard_write(request)
         import_id = request.headers.get("x-import-id") or uuid.uuid4().hex
         if not IMPORT_ID.match(import_id):
             raise HTTPException(400, "X-Import-Id must be 1-64 letters, digits, '.', '_', '-'")
@@ -214,7 +236,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if not pump.done():  # the engine stopped first (bad input, DELETE): stop reading
                 pump.cancel()
                 await asyncio.wait({pump})
-            too_large = False if pump.cancelled() else pump.result()
+            refused = None if pump.cancelled() else pump.result()
         finally:
             if not pump.done():  # this request itself was cancelled
                 pump.cancel()
@@ -223,8 +245,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.observe(result)
         await registry.publish(live.id, event_state(summary_state(result)))
         record = summary_record(result)
-        if too_large:
-            return 413, {"error": f"upload larger than {settings.max_upload_bytes} bytes", **record}
+        if refused is not None:
+            return refused[0], {**record, "error": refused[1]}
         if status != 200:
             return status, {"error": result.error, **record}
         return 200, record
@@ -241,17 +263,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 upload_pool, channel.send_blocking, piece
             )
 
-    async def pump_body(request: Request, live: LiveImport, decoder: BodyDecoder) -> bool:
-        """Body chunks → CSV bytes → the channel, ending it either way. True: over the limit."""
+    async def pump_body(
+        request: Request, live: LiveImport, decoder: BodyDecoder
+    ) -> tuple[int, str] | None:
+        """Body chunks → CSV bytes → the channel, ending it either way. Returns the HTTP status
+        and reason when the upload itself is refused (too large, stalled).
+
+        Every failure closes the channel with an error, never a clean end: the engine must not
+        take a record cut off by the failure for the file's last one."""
         try:
             received = 0
-            async for chunk in request.stream():
+            chunks = request.stream()
+            while True:
+                try:
+                    async with asyncio.timeout(settings.body_idle_timeout_s):
+                        chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:  # a stalled client must not hold an import slot
+                    reason = f"no data received for {settings.body_idle_timeout_s:g} s"
+                    live.channel.close(InputError(reason))
+                    return 408, reason
                 received += len(chunk)
                 if received > settings.max_upload_bytes:
-                    live.channel.close(
-                        ImportCancelled(f"upload larger than {settings.max_upload_bytes} bytes")
-                    )
-                    return True
+                    reason = f"upload larger than {settings.max_upload_bytes} bytes"
+                    live.channel.close(ImportCancelled(reason))
+                    return 413, reason
                 for piece in decoder.feed(chunk):
                     await send(live.channel, piece)
             decoder.finish()
@@ -265,7 +302,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except BaseException as exc:
             live.stop(f"upload failed: {type(exc).__name__}")
             raise
-        return False
+        return None
 
     def run_engine(
         live: LiveImport, sink: Any, target: Target, initial: Summary, dialect: Dialect
@@ -294,7 +331,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             flush()
             registry.publish_threadsafe(live.id, event_state(event.to_dict(), dataset_label))
 
-        reader = CountingReader(live.channel)
+        reader = CountingReader(
+            live.channel, max_decompressed_bytes=settings.max_decompressed_bytes
+        )
         status = 200
         try:
             summary = run_import(
@@ -311,6 +350,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             summary.error = str(exc)
             if isinstance(exc, ImportCancelled):
                 summary.status = "aborted"
+            elif isinstance(exc, DecompressedTooLarge):
+                status = 413
             elif isinstance(exc, DatabaseUnavailable | DatabaseLost):
                 status = 503
             elif isinstance(exc, TargetError):  # the request is well-formed; the table refuses it
@@ -371,7 +412,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except ConfigError as exc:
             raise HTTPException(400, str(exc)) from None
 
-    @app.post("/imports", summary="Stream a CSV upload into the database", tags=["imports"])
+    @app.post(
+        "/imports",
+        summary="Stream a CSV upload into the database",
+        tags=["imports"],
+        dependencies=write_guard,
+    )
     async def create_import(
         request: Request,
         csv_opts: Annotated[CsvOptions, Depends(csv_options)],
@@ -387,7 +433,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         status, record = await start_import(request, target, label, csv_opts.dialect)
         return JSONResponse(record, status)
 
-    @app.post("/upload", summary="The seed's upload endpoint (products dataset)", tags=["seed"])
+    @app.post(
+        "/upload",
+        summary="The seed's upload endpoint (products dataset)",
+        tags=["seed"],
+        dependencies=write_guard,
+    )
     async def upload(
         request: Request,
         csv_opts: Annotated[CsvOptions, Depends(csv_options)],
@@ -402,13 +453,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stats = {"processed": record["processed"], "failed": record["failed"]}
         return JSONResponse({"message": "Upload completed", "stats": stats, **record})
 
-    @app.get("/imports", summary="Imports, newest first", tags=["imports"])
+    @app.get("/imports", summary="Imports, newest first", tags=["imports"], dependencies=read_guard)
     async def list_imports(
-        request: Request,
         limit: int = Query(50, ge=1, le=500),
         offset: int = Query(0, ge=0),
     ) -> dict[str, Any]:
-        guard_read(request)
         records, total = await asyncio.to_thread(store().list, limit, offset)
         return {
             "imports": [with_live(r) for r in records],
@@ -434,14 +483,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(404, f"no import {import_id}")
         return record
 
-    @app.get("/imports/{import_id}", summary="One import", tags=["imports"])
-    async def get_import(request: Request, import_id: str) -> dict[str, Any]:
-        guard_read(request)
+    @app.get(
+        "/imports/{import_id}", summary="One import", tags=["imports"], dependencies=read_guard
+    )
+    async def get_import(import_id: str) -> dict[str, Any]:
         return with_live(await get_record(import_id))
 
-    @app.delete("/imports/{import_id}", summary="Cancel a running import", tags=["imports"])
-    async def cancel_import(request: Request, import_id: str) -> JSONResponse:
-        guard_write(request)
+    @app.delete(
+        "/imports/{import_id}",
+        summary="Cancel a running import",
+        tags=["imports"],
+        dependencies=write_guard,
+    )
+    async def cancel_import(import_id: str) -> JSONResponse:
         live = registry.imports.get(import_id)
         if live is None:
             record = await get_record(import_id)
@@ -449,9 +503,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         live.stop("import cancelled (DELETE)")
         return JSONResponse({"id": import_id, "status": "cancelling"}, 202)
 
-    @app.get("/imports/{import_id}/rejects", summary="Rejected rows as CSV", tags=["imports"])
-    async def get_rejects(request: Request, import_id: str) -> StreamingResponse:
-        guard_read(request)
+    @app.get(
+        "/imports/{import_id}/rejects",
+        summary="Rejected rows as CSV",
+        tags=["imports"],
+        dependencies=url_guard,
+    )
+    async def get_rejects(import_id: str) -> StreamingResponse:
         await get_record(import_id)
 
         def lines() -> Iterator[str]:
@@ -472,9 +530,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             headers={"Content-Disposition": f'attachment; filename="{import_id}-rejects.csv"'},
         )
 
-    @app.get("/imports/{import_id}/events", summary="SSE progress of one import", tags=["events"])
-    async def import_events(request: Request, import_id: str) -> EventSourceResponse:
-        guard_read(request)
+    @app.get(
+        "/imports/{import_id}/events",
+        summary="SSE progress of one import",
+        tags=["events"],
+        dependencies=url_guard,
+    )
+    async def import_events(import_id: str) -> EventSourceResponse:
         live = registry.imports.get(import_id)
         after = registry.seq
         if live is None:
@@ -497,9 +559,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         return EventSourceResponse(stream(), ping=15)
 
-    @app.get("/events", summary="The seed's global progress feed (SSE)", tags=["events"])
-    async def all_events(request: Request) -> EventSourceResponse:
-        guard_read(request)
+    @app.get(
+        "/events",
+        summary="The seed's global progress feed (SSE)",
+        tags=["events"],
+        dependencies=url_guard,
+    )
+    async def all_events() -> EventSourceResponse:
         after = registry.seq
 
         async def stream() -> AsyncIterator[ServerSentEvent]:

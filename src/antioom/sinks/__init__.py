@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 from antioom.errors import ConfigError
 from antioom.sinks.base import RowError, Sink, WriteResult
 
-__all__ = ["RowError", "Sink", "WriteResult", "open_sink", "redact"]
+__all__ = ["RowError", "Sink", "WriteResult", "open_sink", "redact", "scheme_of"]
 
 SCHEMES = {
     "sqlite": "antioom.sinks.sqlite:SQLiteSink",
@@ -18,14 +18,18 @@ SCHEMES = {
 }
 
 
-def open_sink(url: str) -> Sink:
-    """Connect to the database named by ``url`` (raises DatabaseUnavailable if unreachable)."""
+def scheme_of(url: str) -> str:
+    """The database kind of ``url`` (``mongodb+srv`` → ``mongodb``); ConfigError if unknown."""
     scheme = urlsplit(url).scheme.split("+")[0]
-    target = SCHEMES.get(scheme)
-    if target is None:
+    if scheme not in SCHEMES:
         known = ", ".join(sorted({s + "://" for s in SCHEMES}))
         raise ConfigError(f"unsupported database URL {redact(url)!r}; supported: {known}")
-    module_name, class_name = target.split(":")
+    return scheme
+
+
+def open_sink(url: str) -> Sink:
+    """Connect to the database named by ``url`` (raises DatabaseUnavailable if unreachable)."""
+    module_name, class_name = SCHEMES[scheme_of(url)].split(":")
     module = __import__(module_name, fromlist=[class_name])
     sink: Sink = getattr(module, class_name)(url)
     return sink

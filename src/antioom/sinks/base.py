@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from antioom.engine.batching import Batch
 from antioom.engine.datasets import Dataset
-from antioom.errors import ConfigError
+from antioom.errors import ConfigError, ImportConflict
 
 LEDGER_TABLE = "antioom_batches"
 
@@ -39,6 +39,62 @@ class WriteResult:
     duplicate: bool = False
 
 
+@dataclass(frozen=True)
+class Committed:
+    """What the ledger holds of one import: the batches earlier runs committed.
+
+    Batches are committed in input order, so they account for a prefix of the input: records
+    ``1..records``. Of those, ``rows`` were sent to the database, which refused ``refused``;
+    the other ``records - rows`` were rejected before (validation, malformed).
+    """
+
+    batches: int = 0
+    next_seq: int = 0
+    records: int = 0
+    rows: int = 0
+    refused: int = 0
+
+    @property
+    def committed_rows(self) -> int:
+        return self.rows - self.refused
+
+    @property
+    def rejected(self) -> int:
+        return self.records - self.rows + self.refused
+
+
+def ledger_totals(row: Sequence[Any] | None) -> Committed:
+    """``Committed`` from ``SELECT count(*), max(seq), max(end_record), sum(rows),
+    sum(refused)`` over one import's ledger rows (the query ``LEDGER_TOTALS`` formats)."""
+    if row is None or not row[0]:
+        return Committed()
+    batches, last_seq, records, rows, refused = row
+    if records is None:
+        raise ImportConflict(
+            "this import was written by an older antioom that kept no resume point: "
+            "start a new import"
+        )
+    return Committed(int(batches), int(last_seq) + 1, int(records), int(rows), int(refused or 0))
+
+
+LEDGER_TOTALS = (
+    "SELECT count(*), max(seq), max(end_record), sum(rows), sum(refused) FROM {ledger} "
+    "WHERE import_id = {p}"
+)
+LEDGER_COLUMNS_ADDED = {"end_record": "BIGINT", "refused": "INTEGER NOT NULL DEFAULT 0"}
+
+
+def claim_conflict(batch: Batch, recorded_end: int | None) -> WriteResult:
+    """The ledger already has ``batch``'s (import id, seq): the same batch committed before is a
+    duplicate to skip; a different one means another process is writing this import."""
+    if recorded_end == batch.end_record:
+        return WriteResult([], duplicate=True)
+    raise ImportConflict(
+        f"import {batch.import_id} is being written by another process (batch {batch.seq} "
+        "was committed with other rows)"
+    )
+
+
 class Sink(abc.ABC):
     """One database connection writing one dataset's batches."""
 
@@ -53,8 +109,13 @@ class Sink(abc.ABC):
         return table
 
     @abc.abstractmethod
+    def committed(self, import_id: str) -> Committed:
+        """What earlier runs of ``import_id`` committed (call after :meth:`prepare`)."""
+
+    @abc.abstractmethod
     def write(self, batch: Batch) -> WriteResult:
-        """Write and commit one batch, exactly once per (import id, seq).
+        """Write and commit one batch, exactly once per (import id, seq), with its ledger row
+        ``(import_id, seq, rows, end_record, refused)`` in the same transaction.
 
         Raises DatabaseLost when the connection fails; the batch is then not committed.
         """

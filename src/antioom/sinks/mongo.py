@@ -19,9 +19,11 @@ Exactly once, honestly: a standalone server has no multi-document transactions, 
 writes and its ledger entry (``antioom_batches``, unique on ``(import_id, seq)``) cannot commit
 together. The ledger document is inserted after the batch's writes succeed, and a batch whose
 entry exists is skipped. If the process dies between the two, a replay writes the batch again:
-upserts are idempotent (same values; only ``updated_at`` moves), keyed inserts see their rows
-refused as duplicate keys (reported as rejects although they landed the first time), and
-inserts without a key would be stored twice.
+upserts are idempotent (same values; only ``updated_at`` moves), and inserted documents carry
+an ``_id`` derived from the import id and their record number (:func:`replay_id`), so a
+replayed document is found by its ``_id`` and counted as landed, never stored twice. Only a
+dataset that maps a CSV column to ``_id`` itself loses this: a replay then sees its rows
+refused as duplicate keys (reported as rejects although they landed the first time).
 
 Names need no quoting: column names are identifiers (never ``$…`` or dotted, which MongoDB
 would read as operators or paths), and a ``schema.table`` dataset is the collection of that
@@ -30,6 +32,7 @@ dotted name (MongoDB's own convention, as in ``fs.files``), except the reserved 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,7 +43,7 @@ from urllib.parse import parse_qsl, urlsplit
 import bson
 import pyarrow as pa
 import pyarrow.compute as pc
-from bson import Decimal128, Int64
+from bson import Decimal128, Int64, ObjectId
 from bson.datetime_ms import DatetimeMS
 from bson.errors import InvalidDocument
 from pymongo import ASCENDING, MongoClient, UpdateOne
@@ -61,7 +64,15 @@ from antioom.engine.batching import Batch, last_rows
 from antioom.engine.datasets import UPDATED_AT, Column, Dataset
 from antioom.errors import ConfigError, DatabaseLost, DatabaseUnavailable, TargetError
 from antioom.sinks import redact
-from antioom.sinks.base import LEDGER_TABLE, RowError, Sink, WriteResult
+from antioom.sinks.base import (
+    LEDGER_TABLE,
+    Committed,
+    RowError,
+    Sink,
+    WriteResult,
+    claim_conflict,
+    ledger_totals,
+)
 
 Document = dict[str, Any]
 
@@ -211,18 +222,31 @@ class MongoSink(Sink):
             payload = self.encode(batch.table)
         claim = {"import_id": batch.import_id, "seq": batch.seq}
         try:
-            if self.ledger.find_one(claim, projection={"_id": True}) is not None:
-                return WriteResult([], duplicate=True)
+            recorded = self.ledger.find_one(claim, projection={"end_record": True})
+            if recorded is not None:
+                return claim_conflict(batch, recorded.get("end_record"))
             now = datetime.now(UTC)
             for document in payload.stamped:
                 document[UPDATED_AT] = now
+            if self.dataset.mode == "insert" and not self._user_ids:
+                for round_ in payload.rounds:
+                    for row, document in zip(round_.rows, round_.requests, strict=True):
+                        document["_id"] = replay_id(batch.import_id, batch.record_number(row))
             errors = list(payload.errors)
             for round_ in payload.rounds:
                 errors.extend(self._write_round(round_))
+            entry = {
+                **claim,
+                "rows": batch.rows,
+                "end_record": batch.end_record,
+                "refused": len(errors),
+                "committed_at": now,
+            }
             try:
-                self.ledger.insert_one({**claim, "rows": batch.rows, "committed_at": now})
+                self.ledger.insert_one(entry)
             except DuplicateKeyError:  # another worker wrote and recorded it meanwhile
-                return WriteResult([], duplicate=True)
+                recorded = self.ledger.find_one(claim, projection={"end_record": True})
+                return claim_conflict(batch, recorded.get("end_record") if recorded else None)
         except ConnectionFailure as exc:
             raise DatabaseLost(f"MongoDB connection failed: {_reason(exc)}") from None
         except (PyMongoError, InvalidDocument) as exc:
@@ -248,6 +272,7 @@ class MongoSink(Sink):
                 errors.extend(
                     RowError(rows[error["index"]], _first_line(error["errmsg"]))
                     for error in details.get("writeErrors", [])
+                    if not _replayed(error)
                 )
                 return errors
             except DocumentTooLarge:
@@ -276,8 +301,51 @@ class MongoSink(Sink):
                 parts = [parts[i] for i in again]
         return errors
 
+    def committed(self, import_id: str) -> Committed:
+        try:
+            return ledger_committed(self.ledger, import_id)
+        except PyMongoError as exc:
+            raise DatabaseUnavailable(f"MongoDB failed: {_reason(exc)}") from None
+
     def close(self) -> None:
         self.client.close()
+
+
+def ledger_committed(ledger: Collection[Document], import_id: str) -> Committed:
+    """The ledger's totals for ``import_id`` (see :class:`~antioom.sinks.base.Committed`)."""
+    pipeline: list[dict[str, Any]] = [
+        {"$match": {"import_id": import_id}},
+        {
+            "$group": {
+                "_id": None,
+                "batches": {"$sum": 1},
+                "seq": {"$max": "$seq"},
+                "end": {"$max": "$end_record"},
+                "rows": {"$sum": "$rows"},
+                "refused": {"$sum": "$refused"},
+            }
+        },
+    ]
+    found = list(ledger.aggregate(pipeline))
+    if not found:
+        return Committed()
+    totals = found[0]
+    return ledger_totals(
+        (totals["batches"], totals["seq"], totals["end"], totals["rows"], totals["refused"])
+    )
+
+
+def replay_id(import_id: str, record: int) -> ObjectId:
+    """The ``_id`` of the document made from input ``record``: 6 bytes of the import id's hash
+    and the record number, so a batch written again after a crash (the ledger entry is written
+    after the documents) finds its documents there instead of storing them twice."""
+    digest = hashlib.blake2b(import_id.encode(), digest_size=6).digest()
+    return ObjectId(digest + record.to_bytes(6, "big"))
+
+
+def _replayed(error: Mapping[str, Any]) -> bool:
+    """A duplicate ``_id`` on insert: the document landed in an earlier attempt of its batch."""
+    return error.get("code") == 11000 and "_id" in (error.get("keyPattern") or {})
 
 
 def _bson_values(column: Column, values: pa.ChunkedArray, bad: dict[int, str]) -> list[Any]:

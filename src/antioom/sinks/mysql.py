@@ -55,10 +55,14 @@ from antioom.engine.batching import Batch
 from antioom.engine.datasets import UPDATED_AT, Column, Dataset
 from antioom.errors import ConfigError, DatabaseLost, DatabaseUnavailable, TargetError
 from antioom.sinks.base import (
+    LEDGER_COLUMNS_ADDED,
     LEDGER_TABLE,
+    Committed,
     RowError,
     Sink,
     WriteResult,
+    claim_conflict,
+    ledger_totals,
     refuse_schema,
     write_isolating,
 )
@@ -168,9 +172,21 @@ class MySQLSink(Sink):
                     f"CREATE TABLE IF NOT EXISTS {q(LEDGER_TABLE)} ("
                     "`import_id` VARCHAR(255) COLLATE utf8mb4_bin NOT NULL, "
                     "`seq` BIGINT NOT NULL, `rows` INT NOT NULL, `committed_at` DATETIME(6) "
-                    "NOT NULL DEFAULT CURRENT_TIMESTAMP(6), PRIMARY KEY (`import_id`, `seq`)) "
+                    "NOT NULL DEFAULT CURRENT_TIMESTAMP(6), `end_record` BIGINT, "
+                    "`refused` INT NOT NULL DEFAULT 0, PRIMARY KEY (`import_id`, `seq`)) "
                     "ENGINE=InnoDB DEFAULT CHARSET utf8mb4"
                 )
+                cursor.execute(
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_schema = DATABASE() AND table_name = %s",
+                    (LEDGER_TABLE,),
+                )
+                ledger = {row[0] for row in cursor.fetchall()}
+                for name, definition in LEDGER_COLUMNS_ADDED.items():  # an older version's
+                    if name not in ledger:
+                        cursor.execute(
+                            f"ALTER TABLE {q(LEDGER_TABLE)} ADD COLUMN {q(name)} {definition}"
+                        )
                 cursor.execute(
                     "SELECT column_name FROM information_schema.columns "
                     "WHERE table_schema = DATABASE() AND table_name = %s",
@@ -275,11 +291,23 @@ class MySQLSink(Sink):
                 conn.begin()
                 try:
                     if not self._claim(cursor, batch):
+                        cursor.execute(
+                            f"SELECT `end_record` FROM {q(LEDGER_TABLE)} "
+                            "WHERE `import_id` = %s AND `seq` = %s",
+                            (batch.import_id, batch.seq),
+                        )
+                        recorded = cursor.fetchone()
                         conn.rollback()
-                        return WriteResult([], duplicate=True)
+                        return claim_conflict(batch, recorded[0] if recorded else None)
                     errors: list[RowError] = []
                     if not self._load(cursor, payload, batch.rows):
                         errors = self._insert_isolating(cursor, batch.table)
+                    if errors:
+                        cursor.execute(
+                            f"UPDATE {q(LEDGER_TABLE)} SET `refused` = %s "
+                            "WHERE `import_id` = %s AND `seq` = %s",
+                            (len(errors), batch.import_id, batch.seq),
+                        )
                     conn.commit()
                 except BaseException:
                     _quiet_rollback(conn)
@@ -294,8 +322,9 @@ class MySQLSink(Sink):
         """Insert the batch's ledger row; False if the batch was committed before."""
         try:
             cursor.execute(
-                f"INSERT INTO {q(LEDGER_TABLE)} (`import_id`, `seq`, `rows`) VALUES (%s, %s, %s)",
-                (batch.import_id, batch.seq, batch.rows),
+                f"INSERT INTO {q(LEDGER_TABLE)} (`import_id`, `seq`, `rows`, `end_record`) "
+                "VALUES (%s, %s, %s, %s)",
+                (batch.import_id, batch.seq, batch.rows, batch.end_record),
             )
         except pymysql.err.IntegrityError as exc:
             if exc.args and exc.args[0] == DUPLICATE_KEY:
@@ -344,6 +373,20 @@ class MySQLSink(Sink):
             cursor.execute("RELEASE SAVEPOINT antioom_rows")
 
         return write_isolating(table.num_rows, write_range, _row_error)
+
+    def committed(self, import_id: str) -> Committed:
+        query = (  # LEDGER_TOTALS, with `rows` quoted: a reserved word in MySQL
+            "SELECT count(*), max(`seq`), max(`end_record`), sum(`rows`), sum(`refused`) "
+            f"FROM {q(LEDGER_TABLE)} WHERE `import_id` = %s"
+        )
+        try:
+            with self.conn.cursor() as cursor:
+                cursor.execute(query, (import_id,))
+                row = cursor.fetchone()
+            self.conn.commit()
+        except pymysql.Error as exc:
+            raise DatabaseUnavailable(f"MySQL failed: {_message(exc)}") from None
+        return ledger_totals(row)
 
     def close(self) -> None:
         if self._file is not None:

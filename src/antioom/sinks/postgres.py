@@ -29,10 +29,15 @@ from antioom.engine.batching import Batch, keep_last
 from antioom.engine.datasets import UPDATED_AT, Column, Dataset
 from antioom.errors import ConfigError, DatabaseLost, DatabaseUnavailable, TargetError
 from antioom.sinks.base import (
+    LEDGER_COLUMNS_ADDED,
     LEDGER_TABLE,
+    LEDGER_TOTALS,
+    Committed,
     RowError,
     Sink,
     WriteResult,
+    claim_conflict,
+    ledger_totals,
     refused_rows,
     write_isolating,
 )
@@ -108,10 +113,16 @@ class PostgresSink(Sink):
                     sql.SQL(
                         "CREATE TABLE IF NOT EXISTS {} (import_id text NOT NULL, "
                         "seq bigint NOT NULL, rows integer NOT NULL, "
-                        "committed_at timestamptz NOT NULL DEFAULT now(), "
-                        "PRIMARY KEY (import_id, seq))"
+                        "committed_at timestamptz NOT NULL DEFAULT now(), end_record bigint, "
+                        "refused integer NOT NULL DEFAULT 0, PRIMARY KEY (import_id, seq))"
                     ).format(LEDGER)
                 )
+                for name, definition in LEDGER_COLUMNS_ADDED.items():  # an older version's
+                    self.conn.execute(
+                        sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                            LEDGER, sql.Identifier(name), sql.SQL(definition)
+                        )
+                    )
                 existing = {  # of the table the statements resolve to, in whichever schema
                     row[0]
                     for row in self.conn.execute(
@@ -173,14 +184,27 @@ class PostgresSink(Sink):
             with self.conn.transaction():
                 claimed = self.conn.execute(
                     sql.SQL(
-                        "INSERT INTO {} (import_id, seq, rows) VALUES (%s, %s, %s) "
-                        "ON CONFLICT DO NOTHING"
+                        "INSERT INTO {} (import_id, seq, rows, end_record) "
+                        "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING"
                     ).format(LEDGER),
-                    (batch.import_id, batch.seq, batch.rows),
+                    (batch.import_id, batch.seq, batch.rows, batch.end_record),
                 ).rowcount
                 if not claimed:
-                    return WriteResult([], duplicate=True)
+                    recorded = self.conn.execute(
+                        sql.SQL(
+                            "SELECT end_record FROM {} WHERE import_id = %s AND seq = %s"
+                        ).format(LEDGER),
+                        (batch.import_id, batch.seq),
+                    ).fetchone()
+                    return claim_conflict(batch, recorded[0] if recorded else None)
                 errors = write_isolating(batch.rows, write_range, _row_error)
+                if errors or duplicates:
+                    self.conn.execute(
+                        sql.SQL(
+                            "UPDATE {} SET refused = %s WHERE import_id = %s AND seq = %s"
+                        ).format(LEDGER),
+                        (len(errors) + len(duplicates), batch.import_id, batch.seq),
+                    )
         except psycopg.OperationalError as exc:
             raise DatabaseLost(f"PostgreSQL connection failed: {_first_line(exc)}") from None
         except psycopg.Error as exc:
@@ -226,6 +250,14 @@ class PostgresSink(Sink):
             )
             landed = Counter(tuple(row) for row in cursor.fetchall())
         return refused_rows(table, dataset.key, landed)
+
+    def committed(self, import_id: str) -> Committed:
+        query = sql.SQL(LEDGER_TOTALS.format(ledger="{}", p="%s")).format(LEDGER)
+        try:
+            with self.conn.transaction():
+                return ledger_totals(self.conn.execute(query, (import_id,)).fetchone())
+        except psycopg.Error as exc:
+            raise DatabaseUnavailable(f"PostgreSQL failed: {_first_line(exc)}") from None
 
     def close(self) -> None:
         self.conn.close()

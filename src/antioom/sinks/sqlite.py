@@ -24,7 +24,18 @@ import pyarrow as pa
 from antioom.engine.batching import Batch
 from antioom.engine.datasets import UPDATED_AT, Dataset
 from antioom.errors import ConfigError, DatabaseLost, DatabaseUnavailable, TargetError
-from antioom.sinks.base import LEDGER_TABLE, Sink, WriteResult, refuse_schema, write_isolating
+from antioom.sinks.base import (
+    LEDGER_COLUMNS_ADDED,
+    LEDGER_TABLE,
+    LEDGER_TOTALS,
+    Committed,
+    Sink,
+    WriteResult,
+    claim_conflict,
+    ledger_totals,
+    refuse_schema,
+    write_isolating,
+)
 
 SQL_TYPES = {
     "string": "TEXT",
@@ -55,19 +66,25 @@ def sqlite_path(url: str) -> str:
     return path
 
 
+def connect(path: str, **options: Any) -> sqlite3.Connection:
+    """A connection to the database file ``path`` in WAL mode, waiting up to 30 s for locks
+    (the sink and the import records share the file); DatabaseUnavailable if it cannot open."""
+    if path != ":memory:" and not Path(path).resolve().parent.is_dir():
+        raise DatabaseUnavailable(f"cannot open SQLite database {path}: no such directory")
+    try:
+        conn: sqlite3.Connection = sqlite3.connect(path, check_same_thread=False, **options)
+        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+    except sqlite3.Error as exc:
+        raise DatabaseUnavailable(f"cannot open SQLite database {path}: {exc}") from None
+    return conn
+
+
 class SQLiteSink(Sink):
     def __init__(self, url: str) -> None:
-        path = sqlite_path(url)
-        if path != ":memory:" and not Path(path).resolve().parent.is_dir():
-            raise DatabaseUnavailable(f"cannot open SQLite database {path}: no such directory")
-        try:
-            self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self.conn.execute("PRAGMA busy_timeout = 30000")
-            self.conn.execute("PRAGMA journal_mode = WAL")
-            self.conn.execute("PRAGMA synchronous = NORMAL")
-        except sqlite3.Error as exc:
-            raise DatabaseUnavailable(f"cannot open SQLite database {path}: {exc}") from None
-        self.path = path
+        self.path = sqlite_path(url)
+        self.conn = connect(self.path, isolation_level=None)
 
     def prepare(self, dataset: Dataset) -> None:
         refuse_schema(dataset.table, "SQLite")
@@ -87,8 +104,20 @@ class SQLiteSink(Sink):
             self.conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {q(LEDGER_TABLE)} (import_id TEXT NOT NULL, "
                 "seq INTEGER NOT NULL, rows INTEGER NOT NULL, committed_at TEXT NOT NULL, "
+                "end_record INTEGER, refused INTEGER NOT NULL DEFAULT 0, "
                 "PRIMARY KEY (import_id, seq))"
             )
+            ledger = {
+                row[0]
+                for row in self.conn.execute(
+                    "SELECT name FROM pragma_table_info(?)", (LEDGER_TABLE,)
+                )
+            }
+            for name, definition in LEDGER_COLUMNS_ADDED.items():
+                if name not in ledger:  # a ledger made by an older version
+                    self.conn.execute(
+                        f"ALTER TABLE {q(LEDGER_TABLE)} ADD COLUMN {name} {definition}"
+                    )
             existing = {
                 row[0]
                 for row in self.conn.execute(
@@ -157,17 +186,34 @@ class SQLiteSink(Sink):
             finally:
                 conn.execute("RELEASE antioom_rows")
 
+        ledger = q(LEDGER_TABLE)
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 claimed = conn.execute(
-                    f"INSERT OR IGNORE INTO {q(LEDGER_TABLE)} VALUES (?, ?, ?, ?)",
-                    (batch.import_id, batch.seq, batch.rows, datetime.now(UTC).isoformat()),
+                    f"INSERT OR IGNORE INTO {ledger} (import_id, seq, rows, committed_at, "
+                    "end_record) VALUES (?, ?, ?, ?, ?)",
+                    (
+                        batch.import_id,
+                        batch.seq,
+                        batch.rows,
+                        datetime.now(UTC).isoformat(),
+                        batch.end_record,
+                    ),
                 ).rowcount
                 if not claimed:
+                    recorded = conn.execute(
+                        f"SELECT end_record FROM {ledger} WHERE import_id = ? AND seq = ?",
+                        (batch.import_id, batch.seq),
+                    ).fetchone()
                     conn.execute("ROLLBACK")
-                    return WriteResult([], duplicate=True)
+                    return claim_conflict(batch, recorded[0])
                 errors = write_isolating(batch.rows, write_range, _row_error)
+                if errors:
+                    conn.execute(
+                        f"UPDATE {ledger} SET refused = ? WHERE import_id = ? AND seq = ?",
+                        (len(errors), batch.import_id, batch.seq),
+                    )
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -176,6 +222,13 @@ class SQLiteSink(Sink):
         except sqlite3.Error as exc:
             raise DatabaseLost(f"SQLite failed: {exc}") from None
         return WriteResult(errors)
+
+    def committed(self, import_id: str) -> Committed:
+        query = LEDGER_TOTALS.format(ledger=q(LEDGER_TABLE), p="?")
+        try:
+            return ledger_totals(self.conn.execute(query, (import_id,)).fetchone())
+        except sqlite3.Error as exc:
+            raise DatabaseUnavailable(f"SQLite failed: {exc}") from None
 
     def close(self) -> None:
         self.conn.close()
