@@ -20,6 +20,7 @@ import psutil
 from conftest import antioom_command, clean_env
 
 HEADER = b"sku,name,price\n"
+LOCAL = "http://localhost"  # without API keys the server answers loopback names only
 
 
 def products_csv(rows: int, *, start: int = 0, bad_every: int = 0) -> bytes:
@@ -200,7 +201,9 @@ def check_server_keeps_records(db_url: str, table: str) -> None:
 
     import_id = f"keep-{table}"
     body = b"id,name,qty\n1,a,3\n2,b,x\n3,c,4\n"
-    with TestClient(create_app(Settings(db_url=db_url, rate_limit_per_minute=0))) as client:
+    with TestClient(
+        create_app(Settings(db_url=db_url, rate_limit_per_minute=0)), base_url=LOCAL
+    ) as client:
         response = client.post(
             f"/imports?table={table}",
             content=body,
@@ -210,7 +213,9 @@ def check_server_keeps_records(db_url: str, table: str) -> None:
         record = response.json()
         assert (record["status"], record["processed"], record["failed"]) == ("completed", 3, 0)
         assert client.get("/health").json()["db"] == "ok"
-    with TestClient(create_app(Settings(db_url=db_url, rate_limit_per_minute=0))) as client:
+    with TestClient(
+        create_app(Settings(db_url=db_url, rate_limit_per_minute=0)), base_url=LOCAL
+    ) as client:
         listed = client.get("/imports").json()["imports"]
         assert import_id in [item["id"] for item in listed]
         assert client.get(f"/imports/{import_id}").json()["rows"] == 3

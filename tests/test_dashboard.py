@@ -204,3 +204,38 @@ def test_csv_options_from_the_dashboard(browser: Any, server: Served, tmp_path: 
     assert "encoding" not in posted and "header" not in posted  # auto: left to detection
     rows = fetch(server.db_url, 'SELECT id, name, price FROM "fruit" ORDER BY id')
     assert rows == [(1, "Apple, red", 1.5), (2, "Pear", None), (3, "Fig", 2.0)]
+
+
+def test_dashboard_on_a_keyed_server(browser: Any, tmp_path: Path) -> None:
+    """With API keys, reads need the key too: the page says so until it is typed in; then the
+    list, the live feed and the rejects download work, and the key is in no URL but the
+    feed's (EventSource cannot send headers)."""
+    key = "dashboard-key-0123"
+    small = tmp_path / "small.csv"
+    small.write_bytes(b"sku,name,price\nA,Apple,1.5\nB,,2\n")
+    with serve(tmp_path, env={"ANTIOOM_API_KEYS": key}) as server:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        urls: list[str] = []
+        page.on("request", lambda request: urls.append(request.url))
+        try:
+            page.goto(server.url + "/")
+            page.wait_for_selector('#list-message[data-kind="error"]', timeout=10_000)
+            assert "check the API key" in page.locator("#list-message").inner_text()
+            page.wait_for_selector('#feed-status[data-state="bad"]', timeout=10_000)
+
+            page.fill("#api-key", key)
+            page.press("#api-key", "Tab")  # "change": the list and the feed try again
+            page.wait_for_selector('#feed-status[data-state="ok"]', timeout=10_000)
+            page.set_input_files("#file-input", str(small))
+            page.click("#upload-button")
+            page.wait_for_selector('#upload-status[data-kind="ok"]', timeout=30_000)
+            import_id = page.locator("#upload-status").get_attribute("data-import-id")
+            row = page.locator(f'tr[data-import-id="{import_id}"][data-status="completed"]')
+            row.wait_for(timeout=10_000)
+            with page.expect_download(timeout=10_000) as download:
+                row.locator('[data-testid="import-rejects"]').click()
+            rejects = Path(download.value.path()).read_text("utf-8").splitlines()
+            assert rejects[0] == "record,line,column,reason,raw" and len(rejects) == 2
+        finally:
+            page.close()
+    assert [url for url in urls if key in url] == [f"{server.url}/events?token={key}"]

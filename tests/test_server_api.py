@@ -43,7 +43,7 @@ async def client_for(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client talking to ``app`` (lifespan running) over ASGI."""
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             yield client
 
 
@@ -230,7 +230,7 @@ async def test_bearer_token_required_when_keys_configured(db_url: str) -> None:
     assert missing.headers["www-authenticate"] == "Bearer"
     assert right.status_code == 200, right.text
     assert delete.status_code == 401
-    assert listing.status_code == 200
+    assert listing.status_code == 401  # reads need a key too (tests/test_server_security.py)
 
 
 async def test_api_key_env_alias(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

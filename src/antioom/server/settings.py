@@ -23,6 +23,16 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 1 << 30
     max_concurrent_imports: int = 4
     rate_limit_per_minute: int = 100
+    public_reads: bool = Field(default=False, description="with API keys: reads need no key")
+    auth_failures_per_minute: int = Field(
+        default=10, description="failed authentications per client before a 429 (0: no limit)"
+    )
+    trusted_proxies: str = Field(
+        default="", description="comma-separated IPs/CIDRs whose X-Forwarded-For is believed"
+    )
+    allowed_origins: str = Field(
+        default="", description="without API keys: other origins allowed to write, comma-separated"
+    )
     batch_size: int = 20_000
     channel_bytes: int = 4 << 20
     stored_rejects_per_import: int = 10_000
