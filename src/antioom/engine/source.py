@@ -78,11 +78,18 @@ class PeekableReader:
 
 
 class CountingReader(PeekableReader):
-    """A :class:`PeekableReader` that counts the bytes taken from the source (for progress)."""
+    """A :class:`PeekableReader` that counts the bytes taken from the source (for progress).
 
-    def __init__(self, raw: Readable, *, close_raw: bool = False) -> None:
+    ``max_decompressed_bytes`` travels with the source so that :func:`decompressed` can stop
+    a compression bomb whatever drives the import (the server sets it, the CLI need not).
+    """
+
+    def __init__(
+        self, raw: Readable, *, close_raw: bool = False, max_decompressed_bytes: int | None = None
+    ) -> None:
         super().__init__(raw, close_raw=close_raw)
         self.bytes_read = 0
+        self.max_decompressed_bytes = max_decompressed_bytes
 
     def _read_raw(self, size: int) -> bytes:
         data = self._raw.read(size)
@@ -101,8 +108,40 @@ def open_path(path: str | Path) -> CountingReader:
     return CountingReader(handle, close_raw=True)
 
 
+class DecompressedTooLarge(InputError):
+    """The input decompresses to more than its limit (a compression bomb; HTTP 413)."""
+
+
+class Decompressing:
+    """A gzip/zstd decoder that fails loudly: a truncated or corrupt stream raises InputError
+    (never a clean end of input, after which the parser would take a cut-off last record as
+    complete), and more than ``limit`` decompressed bytes raise :class:`DecompressedTooLarge`.
+    """
+
+    def __init__(self, reader: CountingReader, codec: str, limit: int | None) -> None:
+        self._stream = pa.CompressedInputStream(pa.PythonFile(reader, mode="r"), codec)
+        self._codec = codec
+        self._limit = limit
+        self.bytes_out = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        try:
+            data: bytes = self._stream.read(None if size < 0 else size)
+        except (OSError, pa.ArrowException) as exc:  # the source's own errors pass unchanged
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(f"the {self._codec} input is truncated or corrupt: {reason}") from None
+        self.bytes_out += len(data)
+        if self._limit is not None and self.bytes_out > self._limit:
+            raise DecompressedTooLarge(
+                f"the input decompresses to more than {self._limit} bytes "
+                "(the decompressed-size limit)"
+            )
+        return data
+
+
 def decompressed(reader: CountingReader) -> Readable:
-    """The stream to parse: ``reader`` itself, or a gzip/zstd decoder over it (by magic bytes)."""
+    """The stream to parse: ``reader`` itself, or a gzip/zstd decoder over it (by magic bytes),
+    held to ``reader.max_decompressed_bytes``."""
     head = reader.peek(4)
     if head.startswith(GZIP_MAGIC):
         codec = "gzip"
@@ -110,8 +149,7 @@ def decompressed(reader: CountingReader) -> Readable:
         codec = "zstd"
     else:
         return reader
-    stream: Readable = pa.CompressedInputStream(pa.PythonFile(reader, mode="r"), codec)
-    return stream
+    return Decompressing(reader, codec, reader.max_decompressed_bytes)
 
 
 class ByteChannel:

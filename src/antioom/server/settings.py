@@ -21,6 +21,17 @@ class Settings(BaseSettings):
         description="comma-separated bearer tokens; API_KEY (the seed's name) works too",
     )
     max_upload_bytes: int = 1 << 30
+    max_decompressed_bytes: int = Field(
+        default_factory=lambda data: min(100 * data["max_upload_bytes"], 100 << 30),
+        description="largest gzip/zstd upload once decompressed (default: 100x "
+        "max_upload_bytes, at most 100 GiB): a compression bomb fails with 413",
+    )
+    max_header_bytes: int = Field(
+        default=64 << 10, gt=0, description="largest HTTP request head (request line, headers)"
+    )
+    body_idle_timeout_s: float = Field(
+        default=30.0, gt=0, description="an upload that sends nothing for this long fails (408)"
+    )
     max_concurrent_imports: int = 4
     rate_limit_per_minute: int = 100
     public_reads: bool = Field(default=False, description="with API keys: reads need no key")
