@@ -226,3 +226,19 @@ def check_server_keeps_records(db_url: str, table: str) -> None:
             headers={"Content-Type": "text/csv", "X-Import-Id": import_id},
         )
         assert again.status_code == 409
+
+
+def wait_record(
+    served: Served, import_id: str, statuses: tuple[str, ...], timeout: float
+) -> dict[str, Any]:
+    """Poll ``GET /imports/ID`` until its status is one of ``statuses``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        response = httpx.get(f"{served.url}/imports/{import_id}", timeout=5)
+        if response.status_code == 200:
+            last = response.json()
+            if last["status"] in statuses:
+                return last  # type: ignore[no-any-return]
+        time.sleep(0.05)
+    raise AssertionError(f"import {import_id} never reached {statuses}: last {last}")

@@ -32,6 +32,7 @@ from server_helpers import (
     products_csv,
     serve,
     uvicorn_thread,
+    wait_record,
 )
 
 import antioom.server.app as server_app
@@ -65,22 +66,6 @@ def record(served: Served, import_id: str) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     data: dict[str, Any] = response.json()
     return data
-
-
-def wait_record(
-    served: Served, import_id: str, statuses: tuple[str, ...], timeout: float
-) -> dict[str, Any]:
-    """Poll ``GET /imports/ID`` until its status is one of ``statuses``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        response = httpx.get(f"{served.url}/imports/{import_id}", timeout=5)
-        if response.status_code == 200:
-            last = response.json()
-            if last["status"] in statuses:
-                return last  # type: ignore[no-any-return]
-        time.sleep(0.05)
-    raise AssertionError(f"import {import_id} never reached {statuses}: last {last}")
 
 
 def curl_json(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:

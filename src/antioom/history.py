@@ -22,7 +22,7 @@ import os
 import socket
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -137,14 +137,21 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-def recover(store: Store, lease_s: float = DEFAULT_LEASE_S) -> list[str]:
+def recover(
+    store: Store, lease_s: float = DEFAULT_LEASE_S, running_here: Collection[str] = ()
+) -> list[str]:
     """Mark every ``running`` record whose owner is gone as ``interrupted``, with the counts
-    its ledger proves; returns their ids. Live imports of other processes are left alone."""
+    its ledger proves; returns their ids. Live imports of other processes are left alone;
+    this process's own records count as gone unless they are in ``running_here`` (an import
+    whose final save failed)."""
+    me = this_process()
     marked = []
     for record in store.running():
-        if not is_live(record, lease_s) and store.mark_interrupted(
-            record, store.committed(record["id"])
-        ):
+        if record.get("owner") == me:
+            gone = record["id"] not in running_here
+        else:
+            gone = not is_live(record, lease_s)
+        if gone and store.mark_interrupted(record, store.committed(record["id"])):
             marked.append(record["id"])
     return marked
 

@@ -12,7 +12,7 @@ import psutil
 
 from antioom.engine.rejects import Reject
 
-Status = Literal["running", "completed", "failed", "aborted"]
+Status = Literal["running", "completed", "failed", "aborted", "interrupted"]
 _PROCESS = psutil.Process()
 log = logging.getLogger("antioom")
 

@@ -12,8 +12,10 @@ import asyncio
 import csv
 import io
 import json
+import logging
 import re
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -46,15 +48,16 @@ from antioom.errors import (
     InputError,
     TargetError,
 )
+from antioom.history import Heartbeats, Origin, Store, is_live, open_store, recover, this_process
 from antioom.server.guards import Guard, LoopbackOnly, origins
 from antioom.server.live import FINAL, LiveImport, Registry
 from antioom.server.metrics import Metrics
 from antioom.server.options import CsvOptions, csv_options
 from antioom.server.settings import Settings
-from antioom.history import Store, open_store
 from antioom.server.uploads import BodyDecoder, UnsupportedMediaType
 from antioom.sinks import open_sink
 
+log = logging.getLogger("antioom.server")
 IMPORT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 STATIC = Path(__file__).parent / "static"
 T = TypeVar("T")
@@ -113,11 +116,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             store_holder["store"] = open_store(settings.db_url)
         return store_holder["store"]
 
+    heartbeats = Heartbeats(store, settings.lease_s / 6)
+
+    async def recover_interrupted() -> None:
+        """Mark imports left ``running`` by dead processes ``interrupted`` (resumable), now
+        and every lease: a crashed server never leaves a record stuck."""
+        while True:
+            with suppress(DatabaseUnavailable):  # /health reports it; retried next round
+                running_here = set(registry.imports)
+                marked = await asyncio.to_thread(recover, store(), settings.lease_s, running_here)
+                for import_id in marked:
+                    log.info("import %s was interrupted: marked resumable", import_id)
+            await asyncio.sleep(settings.lease_s)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        with suppress(DatabaseUnavailable):  # /health reports it; connects once it is back
-            await asyncio.to_thread(store)
+        recovery = asyncio.create_task(recover_interrupted())
         yield
+        recovery.cancel()
+        heartbeats.stop()
         for live in list(registry.imports.values()):
             live.stop("the server is shutting down")
         upload_pool.shutdown(wait=False)
@@ -175,6 +192,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def record_json(record: dict[str, Any]) -> dict[str, Any]:
         record = dict(record)
         record["rejects_url"] = f"/imports/{record['id']}/rejects"
+        record["rejects_total"] = record.get("failed", 0)
+        for internal in ("source_key", "heartbeat_at"):
+            record.pop(internal, None)
         return record
 
     def summary_record(summary: Summary) -> dict[str, Any]:
@@ -199,8 +219,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(415, str(exc)) from None
         except InputError as exc:
             raise HTTPException(400, str(exc)) from None
-        if import_id in registry.imports or await asyncio.to_thread(store().exists, import_id):
-            raise HTTPException(409, f"import {import_id} already exists")
+        if import_id in registry.imports:
+            raise HTTPException(409, f"import {import_id} is running")
+        earlier = await asyncio.to_thread(store().get, import_id)
+        if earlier is not None and earlier["status"] == "completed":
+            raise HTTPException(409, f"import {import_id} already completed")
+        if earlier is not None and is_live(earlier, settings.lease_s):
+            raise HTTPException(409, f"import {import_id} is running in another process")
         live = LiveImport(import_id, ByteChannel(settings.channel_bytes))
         if not registry.try_start(live):
             raise HTTPException(
@@ -224,10 +249,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sink = await asyncio.to_thread(open_sink, settings.db_url)
         summary = Summary(live.id, "running", dataset_label, dataset_label)
         summary.started_at = utc_now()  # the engine's format: records sort by it
-        await asyncio.to_thread(store().save, summary)
+        kept = await asyncio.to_thread(start_record, summary)
+        heartbeats.add(live.id)
         await registry.publish(live.id, event_state(summary_state(summary)))
         engine = in_own_thread(
-            f"antioom-import-{live.id[:16]}", run_engine, live, sink, target, summary, dialect
+            f"antioom-import-{live.id[:16]}", run_engine, live, sink, target, summary, dialect, kept
         )
         pump = asyncio.create_task(pump_body(request, live, decoder))
         try:
@@ -240,11 +266,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if not pump.done():  # this request itself was cancelled
                 pump.cancel()
-            result, status = await engine
+            result, status, kept = await engine
+            heartbeats.remove(live.id)
             await asyncio.to_thread(sink.close)
         metrics.observe(result)
         await registry.publish(live.id, event_state(summary_state(result)))
-        record = summary_record(result)
+        record = {**summary_record(result), "rejects_kept": kept}
         if refused is not None:
             return refused[0], {**record, "error": refused[1]}
         if status != 200:
@@ -304,14 +331,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise
         return None
 
+    def start_record(summary: Summary) -> int:
+        """Save the record of a starting import; returns the rejects it keeps. A resumed import
+        keeps those of the records its ledger holds: the later ones are reported again."""
+        import_id = summary.import_id
+        kept = 0
+        if store().exists(import_id):
+            committed = store().committed(import_id)
+            kept = store().drop_rejects_after(import_id, committed.records)
+        store().save(summary, Origin(this_process()), rejects_kept=kept)
+        return kept
+
     def run_engine(
-        live: LiveImport, sink: Any, target: Target, initial: Summary, dialect: Dialect
-    ) -> tuple[Summary, int]:
-        """The engine, in its own thread. Always returns the final (stored) summary, and the
-        HTTP status it calls for, decided by the error's type rather than its message."""
+        live: LiveImport,
+        sink: Any,
+        target: Target,
+        initial: Summary,
+        dialect: Dialect,
+        kept: int,
+    ) -> tuple[Summary, int, int]:
+        """The engine, in its own thread. Always returns the final (stored) summary, the
+        HTTP status it calls for (decided by the error's type rather than its message), and
+        how many of its rejects are kept."""
         dataset_label = initial.dataset
         pending: list[Reject] = []
-        stored = 0
+        stored = kept
 
         def flush() -> None:
             nonlocal stored
@@ -328,7 +372,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 flush()
 
         def on_progress(event: ProgressEvent) -> None:
-            flush()
             registry.publish_threadsafe(live.id, event_state(event.to_dict(), dataset_label))
 
         reader = CountingReader(
@@ -343,6 +386,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 Options(dialect=dialect, batch_size=settings.batch_size, import_id=live.id),
                 on_progress=on_progress,
                 on_reject=on_reject,
+                flush_rejects=flush,
                 cancel=live.cancel,
             )
         except AntioomError as exc:
@@ -364,12 +408,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             status = 500
         finally:
             live.channel.abandon()
-        try:
-            flush()
-            store().save(summary)
-        except DatabaseUnavailable:
-            pass  # the database is gone: the response still tells the client what happened
-        return summary, status
+        save_final(summary, flush, lambda: stored)
+        return summary, status, stored
+
+    def save_final(summary: Summary, flush: Callable[[], None], kept: Callable[[], int]) -> None:
+        """Save the final record, retrying while the database is away. If it stays away, the
+        record is left ``running``; recovery later marks it ``interrupted`` from the ledger."""
+        for delay in (0.5, 1.0, 2.0, 0.0):
+            try:
+                flush()
+                store().save(summary, rejects_kept=kept())
+                return
+            except DatabaseUnavailable:
+                time.sleep(delay)
+        log.warning("could not save the final record of import %s", summary.import_id)
 
     def summary_state(summary: Summary) -> dict[str, Any]:
         data = summary.to_dict()
@@ -510,7 +562,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=url_guard,
     )
     async def get_rejects(import_id: str) -> StreamingResponse:
-        await get_record(import_id)
+        """The kept rejects (at most `stored_rejects_per_import`); the headers
+        `X-Rejects-Kept` and `X-Rejects-Total` say whether some were not kept."""
+        record = await get_record(import_id)
 
         def lines() -> Iterator[str]:
             buffer = io.StringIO()
@@ -527,7 +581,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return StreamingResponse(
             lines(),
             media_type="text/csv",
-            headers={"Content-Disposition": f'attachment; filename="{import_id}-rejects.csv"'},
+            headers={
+                "Content-Disposition": f'attachment; filename="{import_id}-rejects.csv"',
+                "X-Rejects-Kept": str(record.get("rejects_kept") or 0),
+                "X-Rejects-Total": str(record.get("failed") or 0),
+            },
         )
 
     @app.get(

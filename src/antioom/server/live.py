@@ -20,7 +20,7 @@ from typing import Any
 from antioom.engine.source import ByteChannel
 from antioom.errors import ImportCancelled
 
-FINAL = ("completed", "failed", "aborted")
+FINAL = ("completed", "failed", "aborted", "interrupted")
 LOG_ENTRIES = 4096
 
 

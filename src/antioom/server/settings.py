@@ -46,7 +46,15 @@ class Settings(BaseSettings):
     )
     batch_size: int = 20_000
     channel_bytes: int = 4 << 20
-    stored_rejects_per_import: int = 10_000
+    stored_rejects_per_import: int = Field(
+        default=10_000, ge=0, description="rejects kept per import (the record counts them all)"
+    )
+    lease_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="a running import whose process has not beaten for this long (another "
+        "host's) is interrupted; the heartbeat comes every lease_s / 6",
+    )
     progress_interval_s: float = 0.25
 
     @property
