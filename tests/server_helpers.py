@@ -77,9 +77,12 @@ class Served:
 
 
 @contextmanager
-def serve(directory: Path, *extra: str, env: dict[str, str] | None = None) -> Iterator[Served]:
-    """``antioom serve`` on a free loopback port with a SQLite database in ``directory``."""
-    port = free_port()
+def serve(
+    directory: Path, *extra: str, env: dict[str, str] | None = None, port: int | None = None
+) -> Iterator[Served]:
+    """``antioom serve`` on a loopback port (a free one by default) with a SQLite database in
+    ``directory``."""
+    port = port or free_port()
     db_url = f"sqlite:///{directory / 'server.db'}"
     log = directory / f"serve-{port}.log"
     with open(log, "wb") as out:

@@ -7,6 +7,7 @@ duplicate key and show up in ``failed``, so the counts below prove exactly-once.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -20,7 +21,8 @@ from typing import Any
 
 import httpx
 import pytest
-from server_helpers import Served, products_csv, serve, wait_record
+from conftest import antioom_command, clean_env
+from server_helpers import Served, free_port, products_csv, serve, wait_record
 
 from antioom.engine.progress import Summary
 from antioom.history import Heartbeats, Origin, open_store, recover, this_process
@@ -238,3 +240,43 @@ def test_recovery_marks_only_records_whose_owner_is_gone(tmp_path: Path) -> None
         assert recover(store, lease_s=0.3) == ["mine-alive"]  # not running here any more
     finally:
         store.close()
+
+
+def test_antioom_upload_retries_through_a_server_restart(tmp_path: Path, upload_file: Path) -> None:
+    """kill -9 of the server mid-upload; a new server on the same port and database takes the
+    client's retry, which resumes the import."""
+    port = free_port()
+    env = {"ANTIOOM_BATCH_SIZE": "5000"}
+    with serve(tmp_path, env=env, port=port) as first:
+        client = subprocess.Popen(
+            [
+                *antioom_command(),
+                "upload",
+                str(upload_file),
+                "--url",
+                first.url,
+                "--dataset",
+                "products",
+                "--mode",
+                "insert",
+                "--import-id",
+                "survivor",
+                "--retries",
+                "6",
+                "--json",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=clean_env(),
+        )
+        wait_committed(first, "survivor")
+        os.kill(first.pid, signal.SIGKILL)
+        first.proc.wait(5)
+    with serve(tmp_path, env=env, port=port) as second:
+        out, err = client.communicate(timeout=120)
+        assert client.returncode == 0, err
+        assert "retry 1" in err
+        record = json.loads(out)
+        assert record["resumed_from"]["rows"] > 0
+        assert_exact(second, record)

@@ -595,8 +595,20 @@ def upload(
         bool, typer.Option("--gzip", help="Compress on the fly (gzip) while sending.")
     ] = False,
     import_id: Annotated[
-        str | None, typer.Option(help="Import ID (default: a random one).")
+        str | None,
+        typer.Option(
+            help="Import ID; sending the file again under the ID of an interrupted import "
+            "resumes it. [default: a random one]"
+        ),
     ] = None,
+    retries: Annotated[
+        int,
+        typer.Option(
+            help="Send the file again (same import ID, back-off 1, 2, 4… s) this many times "
+            "when the connection breaks or the server is unavailable; the server skips what "
+            "it committed. Not for stdin."
+        ),
+    ] = 3,
     delimiter: Annotated[
         str | None,
         typer.Option(help="Field delimiter; \\t for tab. [default: detected among , | ; tab]"),
@@ -685,6 +697,8 @@ def upload(
                 import_id=import_id,
                 params=params,
                 on_progress=on_progress,
+                retries=retries,
+                on_retry=_say_retry,
             )
     except (AntioomError, KeyboardInterrupt) as error:
         fail(error)
@@ -694,6 +708,10 @@ def upload(
         typer.echo(json.dumps(record))
     else:
         _print_upload_summary(record, url)
+
+
+def _say_retry(attempt: int, delay_s: float, reason: str) -> None:
+    typer.echo(f"antioom: {reason}; retry {attempt} in {delay_s:g}s", err=True)
 
 
 class UploadProgress:

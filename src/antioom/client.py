@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -67,6 +68,8 @@ def upload_file(
     params: QueryParams | None = None,
     on_progress: ProgressCallback | None = None,
     timeout: float = 10.0,
+    retries: int = 0,
+    on_retry: Callable[[int, float, str], None] | None = None,
 ) -> dict[str, Any]:
     """Stream ``path`` (or stdin for ``-``) to ``url`` and return the server's import record.
 
@@ -77,6 +80,12 @@ def upload_file(
     ``on_progress`` receives the number of file bytes read (and handed to the connection) so far.
     ``timeout`` bounds connecting; the upload itself and the wait for the import's end do not
     time out (the server answers once the last batch is committed).
+
+    ``retries``: how many times a file upload is sent again, from its start and under the same
+    import id, when the connection breaks, the server is unavailable (503) or still finishing
+    the broken attempt (409 "running"); the server skips the batches it committed. A retry
+    answered 409 "completed" means an earlier attempt completed: its record is returned.
+    ``on_retry(attempt, delay_s, reason)`` is told before each wait. Stdin cannot be sent again.
     """
     if dataset is not None and table is not None:
         raise ConfigError("give --dataset or --table, not both")
@@ -84,6 +93,8 @@ def upload_file(
         raise ConfigError("choose a dataset (--dataset NAME) or a table (--table NAME)")
     if mode not in (None, "insert", "upsert"):
         raise ConfigError(f"invalid mode {mode!r}: use insert or upsert")
+    if retries < 0:
+        raise ConfigError("the number of retries cannot be negative")
     endpoint = imports_url(url)
     query: dict[str, str | Sequence[str]] = dict(params or {})
     query.update(
@@ -98,7 +109,52 @@ def upload_file(
     }
     if token:
         headers["Authorization"] = f"Bearer {token}"
+    retries = 0 if path == "-" else retries
+    attempt = 0
+    while True:
+        try:
+            response = _send(path, endpoint, query, headers, compress, on_progress, timeout)
+            if attempt and _already_completed(response):
+                return _record(endpoint, headers, timeout)
+            return _result(response)
+        except (ServerUnavailable, _Busy, _Broken) as exc:
+            if attempt >= retries:
+                raise exc.final() if isinstance(exc, _Busy | _Broken) else exc from None
+            attempt += 1
+            delay = min(RETRY_CAP_S, RETRY_BASE_S * 2 ** (attempt - 1))
+            if on_retry is not None:
+                on_retry(attempt, delay, str(exc))
+            time.sleep(delay)
 
+
+RETRY_BASE_S = 1.0
+RETRY_CAP_S = 30.0
+
+
+class _Busy(UploadError):
+    """409: the import is still running (the server has not yet seen a broken attempt end)."""
+
+    def final(self) -> UploadError:
+        return UploadRejected(str(self), self.record)
+
+
+class _Broken(UploadError):
+    """The connection broke mid-upload."""
+
+    def final(self) -> UploadError:
+        return UploadFailed(str(self), self.record)
+
+
+def _send(
+    path: str,
+    endpoint: str,
+    query: QueryParams,
+    headers: dict[str, str],
+    compress: bool,
+    on_progress: ProgressCallback | None,
+    timeout: float,
+) -> httpx.Response:
+    """One attempt: the whole file in one POST."""
     source = _open_source(path)
     try:
         size = _regular_file_size(source)
@@ -116,15 +172,45 @@ def upload_file(
         except httpx.TimeoutException as exc:
             raise ServerUnavailable(f"timed out connecting to {endpoint}: {_reason(exc)}") from None
         except httpx.InvalidURL as exc:
-            raise ConfigError(f"invalid URL {url!r}: {exc}") from None
+            raise ConfigError(f"invalid URL {endpoint!r}: {exc}") from None
         except httpx.TransportError as exc:
-            raise UploadFailed(f"connection to {endpoint} lost: {_reason(exc)}") from None
+            raise _Broken(f"connection to {endpoint} lost: {_reason(exc)}") from None
         except OSError as exc:  # reading the file failed mid-way
             raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
     finally:
         if source is not sys.stdin.buffer:
             source.close()
+    if response.status_code == 409 and "running" in response.text:
+        raise _Busy(f"HTTP 409: {_error_text(response)}")
+    if response.status_code == 503:
+        raise ServerUnavailable(f"HTTP 503: {_error_text(response)}")
+    return response
+
+
+def _already_completed(response: httpx.Response) -> bool:
+    return response.status_code == 409 and "completed" in response.text
+
+
+def _record(endpoint: str, headers: dict[str, str], timeout: float) -> dict[str, Any]:
+    """The record of the import an earlier attempt completed."""
+    wanted = {k: v for k, v in headers.items() if k in ("Authorization", "User-Agent")}
+    try:
+        response = httpx.get(
+            f"{endpoint}/{headers['X-Import-Id']}", headers=wanted, timeout=timeout
+        )
+    except httpx.HTTPError as exc:
+        raise ServerUnavailable(f"cannot read the import's record: {_reason(exc)}") from None
     return _result(response)
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = None
+    if isinstance(data, dict) and data.get("error"):
+        return str(data["error"])
+    return response.reason_phrase
 
 
 def csv_params(
@@ -248,7 +334,7 @@ def _result(response: httpx.Response) -> dict[str, Any]:
         data = {"error": first[0][:200] if first else response.reason_phrase}
     status = response.status_code
     if status < 300:
-        if data.get("status") in ("failed", "aborted"):
+        if data.get("status") in ("failed", "aborted", "interrupted"):
             reason = data.get("error") or data["status"]
             raise UploadFailed(f"import {data.get('id', '?')} {data['status']}: {reason}", data)
         return data
