@@ -82,8 +82,9 @@ def upload_file(
     time out (the server answers once the last batch is committed).
 
     ``retries``: how many times a file upload is sent again, from its start and under the same
-    import id, when the connection breaks, the server is unavailable (503) or still finishing
-    the broken attempt (409 "running"); the server skips the batches it committed. A retry
+    import id, when the connection breaks, the server is unavailable (503, or unreachable after
+    it was reached once) or still finishing the broken attempt (409 "running"); the server
+    skips the batches it committed. A retry
     answered 409 "completed" means an earlier attempt completed: its record is returned.
     ``on_retry(attempt, delay_s, reason)`` is told before each wait. Stdin cannot be sent again.
     """
@@ -118,7 +119,9 @@ def upload_file(
                 return _record(endpoint, headers, timeout)
             return _result(response)
         except (ServerUnavailable, _Busy, _Broken) as exc:
-            if attempt >= retries:
+            # A server never reached is more likely a wrong URL than a restart: no retry.
+            never_reached = isinstance(exc, _Unreachable) and attempt == 0
+            if attempt >= retries or never_reached:
                 raise exc.final() if isinstance(exc, _Busy | _Broken) else exc from None
             attempt += 1
             delay = min(RETRY_CAP_S, RETRY_BASE_S * 2 ** (attempt - 1))
@@ -129,6 +132,10 @@ def upload_file(
 
 RETRY_BASE_S = 1.0
 RETRY_CAP_S = 30.0
+
+
+class _Unreachable(ServerUnavailable):
+    """Connecting failed (refused, timed out)."""
 
 
 class _Busy(UploadError):
@@ -168,9 +175,9 @@ def _send(
             with httpx.Client(timeout=limits) as client:
                 response = client.post(endpoint, params=query, content=body, headers=headers)
         except httpx.ConnectError as exc:
-            raise ServerUnavailable(f"cannot connect to {endpoint}: {_reason(exc)}") from None
+            raise _Unreachable(f"cannot connect to {endpoint}: {_reason(exc)}") from None
         except httpx.TimeoutException as exc:
-            raise ServerUnavailable(f"timed out connecting to {endpoint}: {_reason(exc)}") from None
+            raise _Unreachable(f"timed out connecting to {endpoint}: {_reason(exc)}") from None
         except httpx.InvalidURL as exc:
             raise ConfigError(f"invalid URL {endpoint!r}: {exc}") from None
         except httpx.TransportError as exc:
