@@ -363,15 +363,17 @@ class ImportStore:
                 (utc_now(), *import_ids),
             )
 
-    def get(self, import_id: str) -> dict[str, Any] | None:
-        p = self.placeholder
+    def _select(self, where: str, params: tuple[Any, ...] = ()) -> builtins.list[dict[str, Any]]:
+        """Records ``WHERE …`` (the clause may go on with ORDER BY and LIMIT)."""
         with self._cursor() as cursor:
             cursor.execute(
-                f"SELECT {', '.join(RECORD_FIELDS)} FROM antioom_imports WHERE id = {p}",
-                (import_id,),
+                f"SELECT {', '.join(RECORD_FIELDS)} FROM antioom_imports WHERE {where}", params
             )
-            row = cursor.fetchone()
-        return None if row is None else _record(row)
+            return [_record(row) for row in cursor.fetchall()]
+
+    def get(self, import_id: str) -> dict[str, Any] | None:
+        found = self._select(f"id = {self.placeholder}", (import_id,))
+        return found[0] if found else None
 
     def list(self, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
         p = self.placeholder
@@ -387,11 +389,7 @@ class ImportStore:
         return [_record(row) for row in rows], int(total)
 
     def running(self) -> builtins.list[dict[str, Any]]:
-        with self._cursor() as cursor:
-            cursor.execute(
-                f"SELECT {', '.join(RECORD_FIELDS)} FROM antioom_imports WHERE status = 'running'"
-            )
-            return [_record(row) for row in cursor.fetchall()]
+        return self._select("status = 'running'")
 
     def mark_interrupted(self, record: dict[str, Any], committed: Committed) -> bool:
         """Mark ``record`` interrupted unless it changed since it was read (its owner beat)."""
@@ -413,14 +411,10 @@ class ImportStore:
 
     def last_of_source(self, key: str, table: str) -> dict[str, Any] | None:
         p = self.placeholder
-        with self._cursor() as cursor:
-            cursor.execute(
-                f"SELECT {', '.join(RECORD_FIELDS)} FROM antioom_imports "
-                f"WHERE source_key = {p} AND table_name = {p} ORDER BY started_at DESC LIMIT 1",
-                (key, table),
-            )
-            row = cursor.fetchone()
-        return None if row is None else _record(row)
+        found = self._select(
+            f"source_key = {p} AND table_name = {p} ORDER BY started_at DESC LIMIT 1", (key, table)
+        )
+        return found[0] if found else None
 
     def committed(self, import_id: str) -> Committed:
         """What the batch ledger holds of ``import_id`` (nothing if there is no ledger yet)."""
