@@ -9,10 +9,12 @@ identified by their index in the batch; the engine turns them into record number
 from __future__ import annotations
 
 import abc
+import random
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
@@ -21,6 +23,14 @@ from antioom.engine.datasets import Dataset
 from antioom.errors import ConfigError, ImportConflict
 
 LEDGER_TABLE = "antioom_batches"
+# Attempts at a transaction that collided with another one (deadlock, serialization failure),
+# with a random pause before each new one: up to BACKOFF_S, doubling up to MAX_BACKOFF_S
+# (at most ~6 s in all, ~3 s on average).
+TRANSIENT_ATTEMPTS = 10
+BACKOFF_S = 0.05
+MAX_BACKOFF_S = 1.0
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -173,6 +183,28 @@ def write_isolating(
             pending.append((middle, stop))
             pending.append((start, middle))
     return errors
+
+
+def retry_transient(
+    transaction: Callable[[], T],
+    transient: Callable[[Exception], bool],
+    attempts: int = TRANSIENT_ATTEMPTS,
+) -> T:
+    """``transaction()``, run again when it failed on a conflict with a concurrent one.
+
+    ``transient`` tells a deadlock or serialization failure, after which the database has
+    rolled the whole transaction back (``transaction`` must roll back what is left): redoing
+    it, ledger row included, keeps a batch exactly-once. The pause before each new attempt is
+    random (its bound doubles), so that the transactions that collided do not collide again.
+    """
+    for attempt in range(1, attempts):
+        try:
+            return transaction()
+        except Exception as exc:
+            if not transient(exc):
+                raise
+        time.sleep(random.uniform(0, min(BACKOFF_S * 2 ** (attempt - 1), MAX_BACKOFF_S)))
+    return transaction()
 
 
 def refused_rows(

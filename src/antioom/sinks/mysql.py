@@ -33,6 +33,14 @@ Every identifier is backtick-quoted, so reserved words are column names like any
 column names are case-insensitive, so ``order`` and ``Order`` are one column (declaring both is
 a duplicate-column TargetError). The URL names the database: ``schema.table`` is refused.
 
+Concurrent imports: ``CREATE TABLE IF NOT EXISTS`` is atomic in MySQL (the name's metadata
+lock), and does not wait for the batches in flight, but two imports upgrading an older ledger
+would both add its missing columns: that runs under a named lock (``GET_LOCK``), only when a
+column is missing. The merge orders the staged rows by key, then by input order (so a key's
+last occurrence is still applied last), so that concurrent upserts of overlapping keys lock
+rows in one order; InnoDB's gap locks can still deadlock, and a batch that does (or times out
+on a lock) is rolled back and redone whole, ledger row included.
+
 Note that with LOCAL INFILE the server names the file the client sends; PyMySQL does not check
 that it is the one in the statement, so connect only to servers you trust with local files.
 """
@@ -64,6 +72,7 @@ from antioom.sinks.base import (
     claim_conflict,
     ledger_totals,
     refuse_schema,
+    retry_transient,
     write_isolating,
 )
 
@@ -83,6 +92,17 @@ DUPLICATE_KEY = 1062
 # refusal (1117 too many columns, 1118 row size too large, 1060 duplicate column, 1071 key
 # too long, 1064 syntax, 1142 denied…) is a TargetError.
 SERVER_STATE_ERRORS = {1021, 1037, 1038, 1040, 1053, 1205, 1213, 1290, 1317, 1927, 1969, 3024}
+# A transaction that collided with another: deadlock (rolled back), lock wait timeout.
+TRANSIENT_ERRORS = {1213, 1205}
+LEDGER_LOCK_WAIT_S = 60
+LEDGER_DEFINITION = (
+    f"CREATE TABLE IF NOT EXISTS `{LEDGER_TABLE}` ("
+    "`import_id` VARCHAR(255) COLLATE utf8mb4_bin NOT NULL, "
+    "`seq` BIGINT NOT NULL, `rows` INT NOT NULL, `committed_at` DATETIME(6) "
+    "NOT NULL DEFAULT CURRENT_TIMESTAMP(6), `end_record` BIGINT, "
+    "`refused` INT NOT NULL DEFAULT 0, PRIMARY KEY (`import_id`, `seq`)) "
+    "ENGINE=InnoDB DEFAULT CHARSET utf8mb4"
+)
 
 
 def sql_type(column: Column, key: bool) -> str:
@@ -168,31 +188,8 @@ class MySQLSink(Sink):
                     f"CREATE TABLE IF NOT EXISTS {q(dataset.table)} ({', '.join(definitions)}) "
                     "ENGINE=InnoDB DEFAULT CHARSET utf8mb4"
                 )
-                cursor.execute(
-                    f"CREATE TABLE IF NOT EXISTS {q(LEDGER_TABLE)} ("
-                    "`import_id` VARCHAR(255) COLLATE utf8mb4_bin NOT NULL, "
-                    "`seq` BIGINT NOT NULL, `rows` INT NOT NULL, `committed_at` DATETIME(6) "
-                    "NOT NULL DEFAULT CURRENT_TIMESTAMP(6), `end_record` BIGINT, "
-                    "`refused` INT NOT NULL DEFAULT 0, PRIMARY KEY (`import_id`, `seq`)) "
-                    "ENGINE=InnoDB DEFAULT CHARSET utf8mb4"
-                )
-                cursor.execute(
-                    "SELECT column_name FROM information_schema.columns "
-                    "WHERE table_schema = DATABASE() AND table_name = %s",
-                    (LEDGER_TABLE,),
-                )
-                ledger = {row[0] for row in cursor.fetchall()}
-                for name, definition in LEDGER_COLUMNS_ADDED.items():  # an older version's
-                    if name not in ledger:
-                        cursor.execute(
-                            f"ALTER TABLE {q(LEDGER_TABLE)} ADD COLUMN {q(name)} {definition}"
-                        )
-                cursor.execute(
-                    "SELECT column_name FROM information_schema.columns "
-                    "WHERE table_schema = DATABASE() AND table_name = %s",
-                    (dataset.table,),
-                )
-                existing = {row[0] for row in cursor.fetchall()}
+                self._prepare_ledger(cursor)
+                existing = _columns(cursor, dataset.table)
                 cursor.execute("SELECT @@local_infile")
                 self._load_data = bool(cursor.fetchone()[0])
                 if self._staged:
@@ -209,6 +206,30 @@ class MySQLSink(Sink):
                 f"table {dataset.table} exists without column(s) {', '.join(missing)}"
             )
         self._sql = self._statements()
+
+    def _prepare_ledger(self, cursor: Cursor) -> None:
+        """Create the ledger, or add the columns an older version's lacks. Checked first, then
+        again under a named lock if anything is missing: two imports must not both ALTER."""
+        columns = _columns(cursor, LEDGER_TABLE)
+        if columns and not set(LEDGER_COLUMNS_ADDED) - columns:
+            return
+        lock = "CONCAT('antioom:', SHA1(CONCAT(DATABASE(), '.', %s)))"  # names: 64 chars
+        cursor.execute(f"SELECT GET_LOCK({lock}, %s)", (LEDGER_TABLE, LEDGER_LOCK_WAIT_S))
+        if cursor.fetchone()[0] != 1:
+            raise DatabaseUnavailable(
+                f"MySQL: another import held the lock on {LEDGER_TABLE} for {LEDGER_LOCK_WAIT_S} s"
+            )
+        try:
+            columns = _columns(cursor, LEDGER_TABLE)
+            if not columns:
+                cursor.execute(LEDGER_DEFINITION)
+            for name, definition in LEDGER_COLUMNS_ADDED.items():  # an older version's
+                if columns and name not in columns:
+                    cursor.execute(
+                        f"ALTER TABLE {q(LEDGER_TABLE)} ADD COLUMN {q(name)} {definition}"
+                    )
+        finally:
+            cursor.execute(f"DO RELEASE_LOCK({lock})", (LEDGER_TABLE,))
 
     def _create_staging(self, cursor: Cursor) -> None:
         """An empty staging table. Re-created per batch: DELETE of 50k rows costs as much as
@@ -234,10 +255,18 @@ class MySQLSink(Sink):
         insert = f"INSERT INTO {q(dataset.table)} ({names}) VALUES ({placeholders})"
         if self._staged:
             insert += " ON DUPLICATE KEY UPDATE " + self._updates("VALUES({})")
+        # Key order (as the key compares: staged strings are not in its binary collation), so
+        # that concurrent merges lock rows alike; then input order, so the last occurrence of
+        # a key is applied last.
+        order = [
+            f"s.{q(c.name)}" + (" COLLATE utf8mb4_bin" if c.type == "string" else "")
+            for c in dataset.columns
+            if c.name in dataset.key
+        ]
         merge = (  # the staged row's columns, not VALUES(), which MySQL 8.0.20+ deprecates
             f"INSERT INTO {q(dataset.table)} ({names}) "
             f"SELECT {', '.join('s.' + q(c.name) for c in dataset.columns)} "
-            f"FROM {q(STAGING_TABLE)} AS s ORDER BY s.{q(SEQ)} "
+            f"FROM {q(STAGING_TABLE)} AS s ORDER BY {', '.join([*order, 's.' + q(SEQ)])} "
             f"ON DUPLICATE KEY UPDATE {self._updates('s.{}')}"
         )
         return {"load": load, "insert": insert, "merge": merge}
@@ -285,37 +314,41 @@ class MySQLSink(Sink):
 
     def write(self, batch: Batch) -> WriteResult:
         payload = batch.payload if isinstance(batch.payload, bytes) else self.encode(batch.table)
-        conn = self.conn
         try:
-            with conn.cursor() as cursor:
-                conn.begin()
-                try:
-                    if not self._claim(cursor, batch):
-                        cursor.execute(
-                            f"SELECT `end_record` FROM {q(LEDGER_TABLE)} "
-                            "WHERE `import_id` = %s AND `seq` = %s",
-                            (batch.import_id, batch.seq),
-                        )
-                        recorded = cursor.fetchone()
-                        conn.rollback()
-                        return claim_conflict(batch, recorded[0] if recorded else None)
-                    errors: list[RowError] = []
-                    if not self._load(cursor, payload, batch.rows):
-                        errors = self._insert_isolating(cursor, batch.table)
-                    if errors:
-                        cursor.execute(
-                            f"UPDATE {q(LEDGER_TABLE)} SET `refused` = %s "
-                            "WHERE `import_id` = %s AND `seq` = %s",
-                            (len(errors), batch.import_id, batch.seq),
-                        )
-                    conn.commit()
-                except BaseException:
-                    _quiet_rollback(conn)
-                    raise
+            return retry_transient(lambda: self._write_batch(batch, payload), _transient)
         except pymysql.Error as exc:
             if _connection_failed(exc):
                 raise DatabaseLost(f"MySQL connection failed: {_message(exc)}") from None
             raise DatabaseLost(f"MySQL refused the batch: {_message(exc)}") from None
+
+    def _write_batch(self, batch: Batch, payload: bytes) -> WriteResult:
+        """One attempt at ``write``: the batch and its ledger row in one transaction."""
+        conn = self.conn
+        with conn.cursor() as cursor:
+            conn.begin()
+            try:
+                if not self._claim(cursor, batch):
+                    cursor.execute(
+                        f"SELECT `end_record` FROM {q(LEDGER_TABLE)} "
+                        "WHERE `import_id` = %s AND `seq` = %s",
+                        (batch.import_id, batch.seq),
+                    )
+                    recorded = cursor.fetchone()
+                    conn.rollback()
+                    return claim_conflict(batch, recorded[0] if recorded else None)
+                errors: list[RowError] = []
+                if not self._load(cursor, payload, batch.rows):
+                    errors = self._insert_isolating(cursor, batch.table)
+                if errors:
+                    cursor.execute(
+                        f"UPDATE {q(LEDGER_TABLE)} SET `refused` = %s "
+                        "WHERE `import_id` = %s AND `seq` = %s",
+                        (len(errors), batch.import_id, batch.seq),
+                    )
+                conn.commit()
+            except BaseException:
+                _quiet_rollback(conn)
+                raise
         return WriteResult(errors)
 
     def _claim(self, cursor: Cursor, batch: Batch) -> bool:
@@ -367,8 +400,9 @@ class MySQLSink(Sink):
             cursor.execute("SAVEPOINT antioom_rows")
             try:
                 cursor.executemany(sql, _rows(table.slice(start, stop - start)))
-            except BaseException:
-                cursor.execute("ROLLBACK TO SAVEPOINT antioom_rows")
+            except BaseException as exc:
+                if not _transient(exc):  # a deadlock took the transaction and its savepoint
+                    cursor.execute("ROLLBACK TO SAVEPOINT antioom_rows")
                 raise
             cursor.execute("RELEASE SAVEPOINT antioom_rows")
 
@@ -394,6 +428,16 @@ class MySQLSink(Sink):
         self.conn.close()
 
 
+def _columns(cursor: Cursor, table: str) -> set[str]:
+    """The columns of ``table`` in the connection's database: none if it is missing."""
+    cursor.execute(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = DATABASE() AND table_name = %s",
+        (table,),
+    )
+    return {row[0] for row in cursor.fetchall()}
+
+
 def _rows(table: pa.Table) -> Iterator[tuple[Any, ...]]:
     """Python row tuples, made ``ROW_SLICE`` rows at a time: they are ~5x the Arrow size."""
     for offset in range(0, table.num_rows, ROW_SLICE):
@@ -413,6 +457,12 @@ def _row_error(exc: Exception) -> str | None:
     if exc.args[0] == DUPLICATE_KEY:
         return "duplicate key"
     return re.sub(r" at row \d+$", "", _message(exc))  # the row within the statement
+
+
+def _transient(exc: BaseException) -> bool:
+    """Whether the server refused the statement for colliding with another transaction."""
+    code = exc.args[0] if isinstance(exc, pymysql.Error) and exc.args else None
+    return code in TRANSIENT_ERRORS
 
 
 def _connection_failed(exc: BaseException) -> bool:

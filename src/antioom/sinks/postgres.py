@@ -12,12 +12,20 @@ Statements are composed with ``psycopg.sql.Identifier``, so every name is quoted
 words are column names like any other, and a declared ``Order`` keeps its case (it is not
 folded to ``order``). A ``schema.table`` dataset writes ``"schema"."table"`` in an existing
 schema; the batch ledger stays unqualified, in the connection's current schema.
+
+Concurrent imports: ``CREATE TABLE IF NOT EXISTS`` is not atomic in PostgreSQL (two sessions
+creating one new table both insert its row type, and one fails on ``pg_type``'s unique index),
+so ``prepare`` creates the table under a transaction-scoped advisory lock on its name, and the
+ledger likewise. An up-to-date ledger is only read: ``ALTER TABLE`` would lock it exclusively,
+queueing every import behind the batches in flight. Each merge takes its row locks in key
+order, so concurrent upserts of overlapping keys do not deadlock; a batch that still hits a
+deadlock or serialization failure is rolled back and redone whole, ledger row included.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import psycopg
 import pyarrow as pa
@@ -39,6 +47,7 @@ from antioom.sinks.base import (
     claim_conflict,
     ledger_totals,
     refused_rows,
+    retry_transient,
     write_isolating,
 )
 
@@ -48,12 +57,23 @@ CSV_WRITE = pa_csv.WriteOptions(include_header=False, quoting_style="needed")
 LEDGER = sql.Identifier(LEDGER_TABLE)
 STAGING = sql.Identifier("pg_temp", STAGING_TABLE)
 # What a definition the server refuses raises (42: names and syntax, 3F: no such schema,
-# 22: types, 0A: features, 23: a concurrent CREATE), besides class 54 (see _definition_error).
+# 22: types, 0A: features, 23: a concurrent CREATE by another program), besides class 54 (see
+# _definition_error).
 DEFINITION_ERRORS = (
     psycopg.ProgrammingError,
     psycopg.DataError,
     psycopg.NotSupportedError,
     psycopg.IntegrityError,
+)
+# A transaction the server rolled back for colliding with another: deadlock, serialization.
+TRANSIENT_SQLSTATES = {"40P01", "40001"}
+# The first key of antioom's advisory locks ('anti'), so as not to meet an application's.
+LOCK_CLASS = 0x616E7469
+LEDGER_DEFINITION = (
+    "CREATE TABLE IF NOT EXISTS {} (import_id text NOT NULL, "
+    "seq bigint NOT NULL, rows integer NOT NULL, "
+    "committed_at timestamptz NOT NULL DEFAULT now(), end_record bigint, "
+    "refused integer NOT NULL DEFAULT 0, PRIMARY KEY (import_id, seq))"
 )
 
 
@@ -103,50 +123,8 @@ class PostgresSink(Sink):
             definitions.append(sql.SQL("PRIMARY KEY ({})").format(_names(dataset.key)))
         self._staged = bool(dataset.key)
         try:
-            with self.conn.transaction():
-                self.conn.execute(
-                    sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
-                        self.table, sql.SQL(", ").join(definitions)
-                    )
-                )
-                self.conn.execute(
-                    sql.SQL(
-                        "CREATE TABLE IF NOT EXISTS {} (import_id text NOT NULL, "
-                        "seq bigint NOT NULL, rows integer NOT NULL, "
-                        "committed_at timestamptz NOT NULL DEFAULT now(), end_record bigint, "
-                        "refused integer NOT NULL DEFAULT 0, PRIMARY KEY (import_id, seq))"
-                    ).format(LEDGER)
-                )
-                for name, definition in LEDGER_COLUMNS_ADDED.items():  # an older version's
-                    self.conn.execute(
-                        sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
-                            LEDGER, sql.Identifier(name), sql.SQL(definition)
-                        )
-                    )
-                existing = {  # of the table the statements resolve to, in whichever schema
-                    row[0]
-                    for row in self.conn.execute(
-                        "SELECT attname FROM pg_attribute "
-                        "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
-                        (self.table.as_string(self.conn),),
-                    )
-                }
-                if self._staged:
-                    staging = [
-                        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(sql_type(c)))
-                        for c in dataset.columns
-                    ]
-                    self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(STAGING))
-                    self.conn.execute(
-                        sql.SQL(
-                            "CREATE TEMP TABLE {} ({}, {} bigint GENERATED ALWAYS AS IDENTITY) "
-                            "ON COMMIT DELETE ROWS"
-                        ).format(
-                            STAGING,
-                            sql.SQL(", ").join(staging),
-                            sql.Identifier(SEQ),
-                        )
-                    )
+            retry_transient(self._prepare_ledger, _transient)
+            existing = retry_transient(lambda: self._prepare_table(definitions), _transient)
         except psycopg.Error as exc:
             if _definition_error(exc):
                 message = f"cannot prepare table {dataset.table}: {_first_line(exc)}"
@@ -159,6 +137,88 @@ class PostgresSink(Sink):
                 f"table {dataset.table} exists without column(s) {', '.join(missing)}"
             )
 
+    def _prepare_ledger(self) -> None:
+        """Create the ledger, or add the columns an older version's lacks, only if needed.
+
+        ALTER TABLE locks the ledger exclusively, which waits for every batch in flight and
+        holds up every other: an up-to-date ledger is only read. Otherwise the check is
+        repeated under the ledger's advisory lock, so concurrent imports change it once.
+        """
+        with self.conn.transaction():
+            columns = self._ledger_columns()
+            if columns and not set(LEDGER_COLUMNS_ADDED) - columns:
+                return
+            self._lock(LEDGER_TABLE)
+            columns = self._ledger_columns()
+            if not columns:
+                self.conn.execute(sql.SQL(LEDGER_DEFINITION).format(LEDGER))
+                return
+            for name, definition in LEDGER_COLUMNS_ADDED.items():  # an older version's
+                if name not in columns:
+                    self.conn.execute(
+                        sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                            LEDGER, sql.Identifier(name), sql.SQL(definition)
+                        )
+                    )
+
+    def _ledger_columns(self) -> set[str]:
+        """The ledger's columns in the current schema (where CREATE would put it): none if it
+        is missing."""
+        rows = self.conn.execute(
+            "SELECT a.attname FROM pg_class c "
+            "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+            "WHERE c.relname = %s AND c.relnamespace = "
+            "(SELECT oid FROM pg_namespace WHERE nspname = current_schema())",
+            (LEDGER_TABLE,),
+        )
+        return {row[0] for row in rows}
+
+    def _prepare_table(self, definitions: Sequence[sql.Composable]) -> set[str]:
+        """Create the table if missing, under its advisory lock (see the module docstring), and
+        the session's staging table; returns the table's columns."""
+        with self.conn.transaction():
+            self._lock(self.dataset.table)
+            self.conn.execute(
+                sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
+                    self.table, sql.SQL(", ").join(definitions)
+                )
+            )
+            existing = {  # of the table the statements resolve to, in whichever schema
+                row[0]
+                for row in self.conn.execute(
+                    "SELECT attname FROM pg_attribute "
+                    "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                    (self.table.as_string(self.conn),),
+                )
+            }
+            if self._staged:
+                staging = [
+                    sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(sql_type(c)))
+                    for c in self.dataset.columns
+                ]
+                self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(STAGING))
+                self.conn.execute(
+                    sql.SQL(
+                        "CREATE TEMP TABLE {} ({}, {} bigint GENERATED ALWAYS AS IDENTITY) "
+                        "ON COMMIT DELETE ROWS"
+                    ).format(
+                        STAGING,
+                        sql.SQL(", ").join(staging),
+                        sql.Identifier(SEQ),
+                    )
+                )
+        return existing
+
+    def _lock(self, table: str) -> None:
+        """Wait for the advisory lock of ``table`` (a name in the current schema unless
+        qualified), until the transaction ends: serialises antioom's DDL on that name."""
+        schema, _, name = table.rpartition(".")
+        self.conn.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext("
+            "coalesce(nullif(%s, ''), current_schema(), '') || '.' || %s))",
+            (LOCK_CLASS, schema, name),
+        )
+
     def encode(self, table: pa.Table) -> bytes:
         if self.dataset.mode == "upsert":
             table = keep_last(table, self.dataset.key)
@@ -168,6 +228,15 @@ class PostgresSink(Sink):
 
     def write(self, batch: Batch) -> WriteResult:
         payload: bytes = batch.payload if batch.payload is not None else self.encode(batch.table)
+        try:
+            return retry_transient(lambda: self._write_batch(batch, payload), _transient)
+        except psycopg.OperationalError as exc:
+            raise DatabaseLost(f"PostgreSQL connection failed: {_first_line(exc)}") from None
+        except psycopg.Error as exc:
+            raise DatabaseLost(f"PostgreSQL refused the batch: {_first_line(exc)}") from None
+
+    def _write_batch(self, batch: Batch, payload: bytes) -> WriteResult:
+        """One attempt at ``write``: the batch and its ledger row in one transaction."""
         duplicates: list[RowError] = []
 
         def write_range(start: int, stop: int) -> None:
@@ -180,35 +249,30 @@ class PostgresSink(Sink):
                 refused = self._write_rows(data, batch.table.slice(start, stop - start))
             duplicates.extend(RowError(start + row, "duplicate key") for row in refused)
 
-        try:
-            with self.conn.transaction():
-                claimed = self.conn.execute(
-                    sql.SQL(
-                        "INSERT INTO {} (import_id, seq, rows, end_record) "
-                        "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING"
-                    ).format(LEDGER),
-                    (batch.import_id, batch.seq, batch.rows, batch.end_record),
-                ).rowcount
-                if not claimed:
-                    recorded = self.conn.execute(
-                        sql.SQL(
-                            "SELECT end_record FROM {} WHERE import_id = %s AND seq = %s"
-                        ).format(LEDGER),
-                        (batch.import_id, batch.seq),
-                    ).fetchone()
-                    return claim_conflict(batch, recorded[0] if recorded else None)
-                errors = write_isolating(batch.rows, write_range, _row_error)
-                if errors or duplicates:
-                    self.conn.execute(
-                        sql.SQL(
-                            "UPDATE {} SET refused = %s WHERE import_id = %s AND seq = %s"
-                        ).format(LEDGER),
-                        (len(errors) + len(duplicates), batch.import_id, batch.seq),
-                    )
-        except psycopg.OperationalError as exc:
-            raise DatabaseLost(f"PostgreSQL connection failed: {_first_line(exc)}") from None
-        except psycopg.Error as exc:
-            raise DatabaseLost(f"PostgreSQL refused the batch: {_first_line(exc)}") from None
+        with self.conn.transaction():
+            claimed = self.conn.execute(
+                sql.SQL(
+                    "INSERT INTO {} (import_id, seq, rows, end_record) "
+                    "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING"
+                ).format(LEDGER),
+                (batch.import_id, batch.seq, batch.rows, batch.end_record),
+            ).rowcount
+            if not claimed:
+                recorded = self.conn.execute(
+                    sql.SQL("SELECT end_record FROM {} WHERE import_id = %s AND seq = %s").format(
+                        LEDGER
+                    ),
+                    (batch.import_id, batch.seq),
+                ).fetchone()
+                return claim_conflict(batch, recorded[0] if recorded else None)
+            errors = write_isolating(batch.rows, write_range, _row_error)
+            if errors or duplicates:
+                self.conn.execute(
+                    sql.SQL("UPDATE {} SET refused = %s WHERE import_id = %s AND seq = %s").format(
+                        LEDGER
+                    ),
+                    (len(errors) + len(duplicates), batch.import_id, batch.seq),
+                )
         return WriteResult(sorted(errors + duplicates, key=lambda error: error.row))
 
     def _write_rows(self, data: bytes, table: pa.Table) -> list[int]:
@@ -239,13 +303,17 @@ class PostgresSink(Sink):
                     if updated
                     else sql.SQL("DO NOTHING")
                 )
-                # keys are unique: encode() kept each key's last row
-                cursor.execute(insert + sql.SQL(" ON CONFLICT ({}) ").format(key) + action)
+                # Keys are unique (encode() kept each key's last row), so any order keeps the
+                # last-wins rule: key order is the one in which concurrent merges lock alike.
+                cursor.execute(
+                    insert + sql.SQL(" ORDER BY {0} ON CONFLICT ({0}) ").format(key) + action
+                )
                 return []
+            # Key order for the locks; within a key, input order: its first occurrence lands.
             cursor.execute(
                 insert
-                + sql.SQL(" ORDER BY {} ON CONFLICT DO NOTHING RETURNING {}").format(
-                    sql.Identifier(SEQ), key
+                + sql.SQL(" ORDER BY {}, {} ON CONFLICT DO NOTHING RETURNING {}").format(
+                    key, sql.Identifier(SEQ), key
                 )
             )
             landed = Counter(tuple(row) for row in cursor.fetchall())
@@ -273,6 +341,11 @@ def _definition_error(exc: psycopg.Error) -> bool:
     limit exceeded: too many columns) must be told by its SQLSTATE: psycopg makes it an
     OperationalError, and TooManyColumns does not even derive from ProgramLimitExceeded."""
     return isinstance(exc, DEFINITION_ERRORS) or (exc.sqlstate or "").startswith("54")
+
+
+def _transient(exc: Exception) -> bool:
+    """Whether the server rolled the transaction back for colliding with another one."""
+    return isinstance(exc, psycopg.Error) and exc.sqlstate in TRANSIENT_SQLSTATES
 
 
 def _row_error(exc: Exception) -> str | None:
