@@ -136,14 +136,17 @@ KV = Dataset(
 # --------------------------------------------------------------------------- a new table
 
 
-def test_concurrent_imports_create_a_new_table_once(db: Database, tmp_path: Path) -> None:
+@pytest.mark.parametrize("keep_record", [False, True], ids=["ledger", "records-too"])
+def test_concurrent_imports_create_a_new_table_once(
+    db: Database, tmp_path: Path, keep_record: bool
+) -> None:
     rows = 200
 
     def work(i: int) -> Summary:
         path = tmp_path / f"part{i}.csv"
         lines = [f"{i * rows + n},writer {i}" for n in range(rows)]
         path.write_text("id,name\n" + "\n".join(lines) + "\n")
-        return import_csv(path, db.url, table="fresh", batch_size=50, keep_record=False)
+        return import_csv(path, db.url, table="fresh", batch_size=50, keep_record=keep_record)
 
     outcomes = run_together(WRITERS, work)
 
@@ -152,6 +155,10 @@ def test_concurrent_imports_create_a_new_table_once(db: Database, tmp_path: Path
     assert db.fetch("SELECT count(*), count(DISTINCT id) FROM fresh") == [
         (WRITERS * rows, WRITERS * rows)
     ]
+    if keep_record:  # the import records' tables are created concurrently too
+        assert db.fetch("SELECT status, count(*) FROM antioom_imports GROUP BY status") == [
+            ("completed", WRITERS)
+        ]
 
 
 def test_concurrent_upserts_into_a_new_table(db: Database, tmp_path: Path) -> None:

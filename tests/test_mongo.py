@@ -29,6 +29,7 @@ from server_helpers import check_server_keeps_records
 from antioom import ConfigError, DatabaseLost, DatabaseUnavailable, TargetError, import_csv
 from antioom.engine.batching import Batch
 from antioom.engine.datasets import PRODUCTS, Column, Dataset, parse_dataset
+from antioom.errors import ImportConflict
 from antioom.sinks import open_sink
 
 Db = Database[dict[str, Any]]
@@ -412,8 +413,13 @@ def test_a_system_collection_is_refused(mongo_url):
 def test_replaying_a_recorded_import_writes_nothing(write_csv, mongo_url, db):
     path = write_csv("sku,name,price\nA,a,1\nB,b,2\nC,c,3\n")
     first = import_csv(path, mongo_url, dataset="products", batch_size=2, import_id="same")
-    again = import_csv(path, mongo_url, dataset="products", batch_size=2, import_id="same")
-    assert (first.processed, again.processed, again.batches) == (3, 0, 2)
+    with pytest.raises(ImportConflict, match="already completed"):
+        import_csv(path, mongo_url, dataset="products", batch_size=2, import_id="same")
+    again = import_csv(  # without the record, the ledger alone: every batch is skipped
+        path, mongo_url, dataset="products", batch_size=2, import_id="same", keep_record=False
+    )
+    assert (first.processed, again.processed, again.batches) == (3, 3, 2)
+    assert again.resumed_from == {"records": 3, "rows": 3, "rejected": 0, "batches": 2}
     assert db.products.count_documents({}) == 3
 
 

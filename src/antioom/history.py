@@ -297,7 +297,9 @@ class ImportStore:
             "source_bytes": big,
             "rejects_kept": big,
         }
-        with self._cursor() as cursor:
+        if self._up_to_date():
+            return
+        with self._cursor() as cursor, self._ddl_lock(cursor):
             cursor.execute(
                 "CREATE TABLE IF NOT EXISTS antioom_imports (id VARCHAR(64) PRIMARY KEY, "
                 + ", ".join(f"{name} {types.get(name, 'TEXT')}" for name in RECORD_FIELDS[1:])
@@ -324,6 +326,25 @@ class ImportStore:
         cursor.execute("SELECT * FROM antioom_imports WHERE 1 = 0")
         return {column[0].lower() for column in cursor.description}
 
+    def _up_to_date(self) -> bool:
+        """Whether both tables exist with every column: then no DDL runs (and takes no lock)."""
+        try:
+            with self._cursor() as cursor:
+                cursor.execute("SELECT 1 FROM antioom_rejects WHERE 1 = 0")
+                return set(RECORD_FIELDS) <= self._columns(cursor)
+        except DatabaseUnavailable:
+            raise
+        except Exception as exc:
+            if _is_missing_table(exc):
+                return False
+            raise
+
+    @contextmanager
+    def _ddl_lock(self, cursor: Any) -> Iterator[None]:
+        """Serialise creating and upgrading the tables between processes (SQLite's own lock
+        does; PostgreSQL's CREATE TABLE IF NOT EXISTS races on its row type)."""
+        yield
+
     def ping(self) -> None:
         with self._cursor() as cursor:
             cursor.execute("SELECT 1")
@@ -337,22 +358,20 @@ class ImportStore:
     def save(
         self, summary: Summary, origin: Origin | None = None, rejects_kept: int | None = None
     ) -> None:
-        """Insert or update the record of ``summary`` (and refresh its heartbeat)."""
+        """Insert or update the record of ``summary`` (and refresh its heartbeat), in one
+        statement: an UPDATE-then-INSERT deadlocks in MySQL when two new imports start."""
         values = _record_values(summary, origin, rejects_kept)
-        p = self.placeholder
         names = list(values)
         with self._cursor() as cursor:
             cursor.execute(
-                f"UPDATE antioom_imports SET {', '.join(f'{n} = {p}' for n in names[1:])} "
-                f"WHERE id = {p}",
-                (*[values[n] for n in names[1:]], values["id"]),
+                f"INSERT INTO antioom_imports ({', '.join(names)}) "
+                f"VALUES ({', '.join([self.placeholder] * len(names))}) " + self._upsert(names[1:]),
+                tuple(values.values()),
             )
-            if cursor.rowcount == 0:
-                cursor.execute(
-                    f"INSERT INTO antioom_imports ({', '.join(names)}) "
-                    f"VALUES ({', '.join([p] * len(names))})",
-                    tuple(values.values()),
-                )
+
+    def _upsert(self, names: Sequence[str]) -> str:
+        """The clause that turns the INSERT of a known id into an update of ``names``."""
+        return "ON CONFLICT (id) DO UPDATE SET " + ", ".join(f"{n} = excluded.{n}" for n in names)
 
     def heartbeat(self, import_ids: Sequence[str]) -> None:
         p = self.placeholder
@@ -485,6 +504,15 @@ class _PostgresStore(ImportStore):
     big = "BIGINT"
     real = "DOUBLE PRECISION"
 
+    @contextmanager
+    def _ddl_lock(self, cursor: Any) -> Iterator[None]:
+        from antioom.sinks.postgres import LOCK_CLASS
+
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext('antioom_imports'))", (LOCK_CLASS,)
+        )
+        yield  # released when the transaction ends
+
 
 class _MySQLStore(ImportStore):
     placeholder = "%s"
@@ -492,6 +520,20 @@ class _MySQLStore(ImportStore):
     real = "DOUBLE"
     inline_index = ", INDEX antioom_rejects_import (import_id, record)"
     quote = "`"
+
+    def _upsert(self, names: Sequence[str]) -> str:
+        return "ON DUPLICATE KEY UPDATE " + ", ".join(f"{n} = VALUES({n})" for n in names)
+
+    @contextmanager
+    def _ddl_lock(self, cursor: Any) -> Iterator[None]:
+        lock = "CONCAT('antioom:', SHA1(CONCAT(DATABASE(), '.antioom_imports')))"
+        cursor.execute(f"SELECT GET_LOCK({lock}, 30)")
+        if cursor.fetchone()[0] != 1:
+            raise DatabaseUnavailable("MySQL: another process held the lock on antioom_imports")
+        try:
+            yield
+        finally:
+            cursor.execute(f"SELECT RELEASE_LOCK({lock})")
 
 
 def _record_values(
