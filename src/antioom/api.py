@@ -78,6 +78,7 @@ def import_csv(
     flush_rejects: Callable[[], None] | None = None,
     cancel: threading.Event | None = None,
     keep_record: bool = True,
+    refused_before_commit: bool = False,
 ) -> Summary:
     """Stream ``source`` (a path, ``-`` for stdin, or a binary stream) into ``db``.
 
@@ -90,6 +91,8 @@ def import_csv(
     the rows not yet committed are written (see :func:`~antioom.engine.pipeline.run_import`).
     With ``keep_record``, the import's record is kept in the database (``antioom_imports``),
     with a heartbeat while it runs, as the server does: that is what ``--resume`` finds.
+    ``refused_before_commit``: see :func:`~antioom.engine.pipeline.run_import` (for rejects
+    written outside the target database, as the CLI's ``--rejects`` file).
     """
     if dataset is None and table is None:
         raise ConfigError("choose a dataset or a table to import into")
@@ -121,7 +124,9 @@ def import_csv(
             )
             check_can_run(store, import_id, origin.source_key)
             label = dataset.name if dataset else (table or "")
-            store.save(Summary(import_id, "running", label, label, started_at=utc_now()), origin)
+            # the target table, as --resume looks it up (a dataset's may be overridden)
+            into = table or (dataset.table if dataset else "")
+            store.save(Summary(import_id, "running", label, into, started_at=utc_now()), origin)
             heartbeats = Heartbeats(lambda: store)
             heartbeats.add(import_id)
             stack.callback(heartbeats.stop)
@@ -137,6 +142,7 @@ def import_csv(
                 on_reject=on_reject,
                 flush_rejects=flush_rejects,
                 cancel=cancel,
+                refused_before_commit=refused_before_commit,
             )
         except AntioomError as exc:
             ended: Summary | None = getattr(exc, "summary", None)

@@ -286,6 +286,7 @@ def _run_import(
                 on_progress=on_progress,
                 on_reject=on_reject,
                 flush_rejects=flush_rejects,
+                refused_before_commit=True,  # a file: durable before the batch commits
                 cancel=cancel,
                 import_id=import_id,
                 **options,
@@ -311,7 +312,7 @@ def _import_id(
 ) -> tuple[str, int | None]:
     """The import id to run, and for a resumed import the last record its ledger holds."""
     from antioom.api import resolve_dataset
-    from antioom.history import resumable, source_key
+    from antioom.history import check_can_run, resumable, source_key
 
     if resume and import_id is None:
         key = source_key(path)
@@ -325,6 +326,9 @@ def _import_id(
         import_id = resumable(store, key, table)
     if import_id is None:
         return uuid.uuid4().hex, None
+    # Refused here, before the rejects file is opened (and cut): an id that completed, runs
+    # in another process or was of other data must leave that import's rejects file alone.
+    check_can_run(store, import_id, source_key(path))
     committed = store.committed(import_id)
     return import_id, committed.records if committed.batches else None
 

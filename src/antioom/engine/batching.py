@@ -9,7 +9,7 @@ import, and knows the input record number of each of its rows for error reports.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,10 @@ class Batch:
     table: pa.Table
     segments: list[_Segment] = field(default_factory=list, repr=False)
     payload: Any = field(default=None, repr=False)  # the sink's encoding, made off-thread
+    # Called by the sink with the rows the database refused (RowErrors), just before it
+    # commits the batch: the engine makes their rejects durable first, so that a crash right
+    # after the commit cannot lose them (see sinks.base.before_commit).
+    before_commit: Callable[[list[Any]], None] | None = field(default=None, repr=False)
 
     @property
     def rows(self) -> int:

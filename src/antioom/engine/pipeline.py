@@ -19,7 +19,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 import pyarrow as pa
 
@@ -79,12 +79,18 @@ def run_import(
     on_reject: Callable[[Reject], None] | None = None,
     flush_rejects: Callable[[], None] | None = None,
     cancel: threading.Event | None = None,
+    refused_before_commit: bool = False,
 ) -> Summary:
     """Import ``source`` into ``sink``; returns the summary or raises an AntioomError.
 
     A raised error carries the partial summary as ``error.summary`` (rows committed so far).
     ``flush_rejects`` is called before each batch is written and at the end, so that rejects
     handed to ``on_reject`` can be made durable before the rows after them commit.
+
+    With ``refused_before_commit``, the rows the database refuses are handed to ``on_reject``
+    and flushed before their batch commits (inside its transaction), so that a crash right
+    after the commit cannot lose them; without it, just after. Only for rejects kept outside
+    the target database (a file): a store in it could wait on the batch's own locks.
 
     An import id the sink's ledger already holds is resumed: the records its committed batches
     account for are parsed but skipped (not validated, not written, their rejects not reported
@@ -159,7 +165,17 @@ def run_import(
     parser.start()
     status: Literal["completed", "failed", "aborted"] = "failed"
     try:
-        _consume(items, sink, meter, source, on_progress, on_reject, flush_rejects, cancel)
+        _consume(
+            items,
+            sink,
+            meter,
+            source,
+            on_progress,
+            on_reject if refused_before_commit else None,
+            on_reject,
+            flush_rejects,
+            cancel,
+        )
         status = "completed"
     except ImportCancelled as exc:
         status = "aborted"
@@ -188,6 +204,7 @@ def _consume(
     meter: Meter,
     source: CountingReader,
     on_progress: Callable[[ProgressEvent], None] | None,
+    early_reject: Callable[[Reject], None] | None,
     on_reject: Callable[[Reject], None] | None,
     flush_rejects: Callable[[], None] | None,
     cancel: threading.Event,
@@ -220,6 +237,9 @@ def _consume(
             continue
         if flush_rejects is not None:
             flush_rejects()
+        reported: set[int] = set()
+        if early_reject is not None:
+            item.before_commit = _reporter(item, reported, early_reject, flush_rejects)
         result = sink.write(item)
         summary.batches += 1
         summary.rows += item.rows
@@ -228,11 +248,33 @@ def _consume(
         for error in result.errors:
             reject = Reject(record=item.record_number(error.row), column=None, reason=error.reason)
             meter.rejected(reject)
-            if on_reject is not None:
+            if on_reject is not None and error.row not in reported:
                 on_reject(reject)
         summary.bytes = source.bytes_read
         if on_progress is not None:
             on_progress(meter.event())
+
+
+def _reporter(
+    batch: Batch,
+    reported: set[int],
+    on_reject: Callable[[Reject], None],
+    flush_rejects: Callable[[], None] | None,
+) -> Callable[[list[Any]], None]:
+    """The batch's ``before_commit``: the rows the database refused go to ``on_reject`` and are
+    flushed before the batch commits, so that a process killed right after the commit has not
+    lost them (a resumed import skips the batch). Counted once the batch is committed."""
+
+    def report(errors: list[Any]) -> None:
+        for error in errors:
+            if error.row not in reported:  # a transaction retried after a deadlock
+                reported.add(error.row)
+                record = batch.record_number(error.row)
+                on_reject(Reject(record=record, column=None, reason=error.reason))
+        if flush_rejects is not None:
+            flush_rejects()
+
+    return report
 
 
 def _resume(summary: Summary, earlier: Committed) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -69,14 +70,43 @@ class RejectsWriter:
 def keep_through(path: Path, record: int) -> None:
     """Cut a rejects file written by :class:`RejectsWriter` after the rejects of records up to
     ``record``, streaming through a temporary file beside it (a resumed import reports the
-    later ones again)."""
+    later ones again).
+
+    A process killed while writing leaves a last row cut anywhere (the buffer reaches the
+    file in pieces): in its record number (``123`` of ``123456``), in a UTF-8 character or in
+    a quoted value. It is dropped, never read as a row: rejects up to the committed ``record``
+    were flushed before its batch committed, so a row not fully written is a later one.
+    """
     temporary = path.with_name(path.name + ".tmp")
     with (
-        open(path, newline="", encoding="utf-8") as old,
-        open(temporary, "w", newline="", encoding="utf-8") as new,
+        open(path, newline="", encoding="utf-8", errors="surrogateescape") as old,
+        open(temporary, "w", newline="", encoding="utf-8", errors="surrogateescape") as new,
     ):
         writer = csv.writer(new)
-        for row in csv.reader(old):
+        lines = _Lines(old)
+        reader = csv.reader(lines, strict=True)
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error:  # the end of the file inside a quoted value: a cut row
+                break
+            if not lines.ended:  # the last row, without its line end: cut
+                break
             if row and (not row[0].isdigit() or int(row[0]) <= record):
                 writer.writerow(row)
     os.replace(temporary, path)
+
+
+class _Lines:
+    """The lines of a text file, telling whether the last one read ended with a newline."""
+
+    def __init__(self, source: TextIO) -> None:
+        self._source = source
+        self.ended = True
+
+    def __iter__(self) -> Iterator[str]:
+        for line in self._source:
+            self.ended = line.endswith("\n")
+            yield line

@@ -94,6 +94,14 @@ LEDGER_TOTALS = (
 LEDGER_COLUMNS_ADDED = {"end_record": "BIGINT", "refused": "INTEGER NOT NULL DEFAULT 0"}
 
 
+def before_commit(batch: Batch, errors: Sequence[RowError]) -> None:
+    """Hand the rows the database refused to the engine before the batch commits (sinks call
+    this last thing before their commit): their rejects are then written before the batch
+    counts as committed, and an import killed right after the commit still has them all."""
+    if errors and batch.before_commit is not None:
+        batch.before_commit(sorted(errors, key=lambda error: error.row))
+
+
 def claim_conflict(batch: Batch, recorded_end: int | None) -> WriteResult:
     """The ledger already has ``batch``'s (import id, seq): the same batch committed before is a
     duplicate to skip; a different one means another process is writing this import."""

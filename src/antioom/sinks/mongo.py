@@ -70,6 +70,7 @@ from antioom.sinks.base import (
     RowError,
     Sink,
     WriteResult,
+    before_commit,
     claim_conflict,
     ledger_totals,
 )
@@ -242,6 +243,7 @@ class MongoSink(Sink):
                 "refused": len(errors),
                 "committed_at": now,
             }
+            before_commit(batch, errors)
             try:
                 self.ledger.insert_one(entry)
             except DuplicateKeyError:  # another worker wrote and recorded it meanwhile
@@ -269,10 +271,10 @@ class MongoSink(Sink):
                 if details.get("writeConcernErrors"):
                     reason = details["writeConcernErrors"][0].get("errmsg", "write concern")
                     raise DatabaseLost(f"MongoDB write concern failed: {reason}") from None
+                refused = [e for e in details.get("writeErrors", []) if not _replayed(e)]
                 errors.extend(
                     RowError(rows[error["index"]], _first_line(error["errmsg"]))
-                    for error in details.get("writeErrors", [])
-                    if not _replayed(error)
+                    for error in self._not_landed(requests, refused)
                 )
                 return errors
             except DocumentTooLarge:
@@ -300,6 +302,27 @@ class MongoSink(Sink):
                 requests = [requests[i] for i in again]
                 parts = [parts[i] for i in again]
         return errors
+
+    def _not_landed(
+        self, requests: list[Any], refused: list[Mapping[str, Any]]
+    ) -> list[Mapping[str, Any]]:
+        """The refused inserts whose document is not already stored under its replay ``_id``.
+
+        A replayed document collides on ``_id`` and, with a keyed dataset, on the key's unique
+        index too; which one a server reports is its choice (SecantusDB reports the key). Found
+        by its ``_id``, the document landed in an earlier attempt of its batch: not refused.
+        """
+        if self.dataset.mode != "insert" or self._user_ids:
+            return refused
+        ids = [
+            requests[error["index"]]["_id"]
+            for error in refused
+            if error.get("code") == 11000 and "_id" in requests[error["index"]]
+        ]
+        if not ids:
+            return refused
+        landed = {d["_id"] for d in self.collection.find({"_id": {"$in": ids}}, ["_id"])}
+        return [error for error in refused if requests[error["index"]].get("_id") not in landed]
 
     def committed(self, import_id: str) -> Committed:
         try:

@@ -69,6 +69,7 @@ from antioom.sinks.base import (
     RowError,
     Sink,
     WriteResult,
+    before_commit,
     claim_conflict,
     ledger_totals,
     refuse_schema,
@@ -345,6 +346,7 @@ class MySQLSink(Sink):
                         "WHERE `import_id` = %s AND `seq` = %s",
                         (len(errors), batch.import_id, batch.seq),
                     )
+                before_commit(batch, errors)
                 conn.commit()
             except BaseException:
                 _quiet_rollback(conn)

@@ -44,6 +44,7 @@ from antioom.sinks.base import (
     RowError,
     Sink,
     WriteResult,
+    before_commit,
     claim_conflict,
     ledger_totals,
     refused_rows,
@@ -273,6 +274,7 @@ class PostgresSink(Sink):
                     ),
                     (len(errors) + len(duplicates), batch.import_id, batch.seq),
                 )
+            before_commit(batch, errors + duplicates)
         return WriteResult(sorted(errors + duplicates, key=lambda error: error.row))
 
     def _write_rows(self, data: bytes, table: pa.Table) -> list[int]:

@@ -31,6 +31,7 @@ from antioom.sinks.base import (
     Committed,
     Sink,
     WriteResult,
+    before_commit,
     claim_conflict,
     ledger_totals,
     refuse_schema,
@@ -214,6 +215,7 @@ class SQLiteSink(Sink):
                         f"UPDATE {ledger} SET refused = ? WHERE import_id = ? AND seq = ?",
                         (len(errors), batch.import_id, batch.seq),
                     )
+                before_commit(batch, errors)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
