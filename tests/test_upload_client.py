@@ -201,7 +201,8 @@ def test_server_errors_exit_2_with_one_line(
         cwd=tmp_path,
     )
     assert again.returncode == 2
-    assert again.stderr.splitlines()[-1] == "antioom: error: HTTP 409: import same already completed"
+    last = again.stderr.splitlines()[-1]
+    assert last == "antioom: error: HTTP 409: import same already completed"
 
 
 def test_server_down_exits_4(products_file: Path, tmp_path: Path) -> None:

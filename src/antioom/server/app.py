@@ -111,10 +111,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.max_concurrent_imports, thread_name_prefix="antioom-upload"
     )
 
+    store_lock = threading.Lock()
+
     def store() -> Store:
-        if "store" not in store_holder:
-            store_holder["store"] = open_store(settings.db_url)
-        return store_holder["store"]
+        """The records store, opened on first use (threads race for it: one opens it)."""
+        with store_lock:
+            if "store" not in store_holder:
+                store_holder["store"] = open_store(settings.db_url)
+            return store_holder["store"]
 
     heartbeats = Heartbeats(store, settings.lease_s / 6)
 
@@ -131,6 +135,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        with suppress(DatabaseUnavailable):  # /health reports it; connects once it is back
+            await asyncio.to_thread(store)
         recovery = asyncio.create_task(recover_interrupted())
         yield
         recovery.cancel()
@@ -247,7 +253,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dialect: Dialect,
     ) -> tuple[int, dict[str, Any]]:
         sink = await asyncio.to_thread(open_sink, settings.db_url)
-        summary = Summary(live.id, "running", dataset_label, dataset_label)
+        table = target.table or (target.dataset.table if target.dataset else dataset_label)
+        summary = Summary(live.id, "running", dataset_label, table)
         summary.started_at = utc_now()  # the engine's format: records sort by it
         kept = await asyncio.to_thread(start_record, summary)
         heartbeats.add(live.id)
