@@ -1,12 +1,13 @@
 """PostgreSQL via COPY: ``postgresql://user:pass@host:port/dbname``.
 
 Each batch is serialised to CSV by Arrow (in the parser thread) and sent with one
-``COPY … FROM STDIN`` per batch, in one transaction with its ledger row. Plain inserts COPY
-straight into the table. Upserts and keyed inserts COPY into a temporary staging table first:
-upsert then runs ``INSERT … SELECT … ON CONFLICT DO
-UPDATE`` on rows that ``encode`` reduced to the last occurrence of each key (so the last
-occurrence in the file wins, within a batch and across batches); a keyed
-insert runs ``ON CONFLICT DO NOTHING RETURNING key`` and rejects the rows that did not land.
+``COPY … FROM STDIN`` per batch, in one transaction with its ledger row. Inserts COPY
+straight into the table — a keyed insert under a savepoint, falling back to staging for a
+batch whose COPY hits a taken key. Upserts (and those fallbacks) COPY into a temporary staging
+table first: upsert then runs ``INSERT … SELECT … ON CONFLICT DO UPDATE`` on rows that
+``encode`` reduced to the last occurrence of each key (so the last occurrence in the file
+wins, within a batch and across batches); a keyed insert runs ``ON CONFLICT DO NOTHING
+RETURNING key`` and rejects the rows that did not land.
 
 Statements are composed with ``psycopg.sql.Identifier``, so every name is quoted: reserved
 words are column names like any other, and a declared ``Order`` keeps its case (it is not
@@ -53,6 +54,7 @@ from antioom.sinks.base import (
 )
 
 STAGING_TABLE = "antioom_staging"
+STAGED_AFTER_A_MISS = 4  # batches sent to staging at once after a direct COPY hit a taken key
 SEQ = "antioom_seq"
 CSV_WRITE = pa_csv.WriteOptions(include_header=False, quoting_style="needed")
 LEDGER = sql.Identifier(LEDGER_TABLE)
@@ -123,6 +125,7 @@ class PostgresSink(Sink):
         if dataset.key:
             definitions.append(sql.SQL("PRIMARY KEY ({})").format(_names(dataset.key)))
         self._staged = bool(dataset.key)
+        self._staged_in_a_row = 0
         try:
             retry_transient(self._prepare_ledger, _transient)
             existing = retry_transient(lambda: self._prepare_table(definitions), _transient)
@@ -281,6 +284,8 @@ class PostgresSink(Sink):
         """COPY ``data`` (the CSV of ``table``) into place; returns rows refused as duplicates."""
         dataset = self.dataset
         names = _names(c.name for c in dataset.columns)
+        if dataset.mode == "insert" and self._staged and self._copy_directly(names, data):
+            return []
         target = STAGING if self._staged else self.table
         with self.conn.cursor() as cursor:
             copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(target, names)
@@ -320,6 +325,27 @@ class PostgresSink(Sink):
             )
             landed = Counter(tuple(row) for row in cursor.fetchall())
         return refused_rows(table, dataset.key, landed)
+
+    def _copy_directly(self, names: sql.Composed, data: bytes) -> bool:
+        """A keyed insert: COPY straight into the table under a savepoint, as fast as an
+        unkeyed one; False (nothing written) if a key was taken, and the staging path then
+        finds which rows. After such a miss, the next few batches go to staging at once: a
+        file that repeats existing keys would otherwise send each batch twice."""
+        if self._staged_in_a_row:
+            self._staged_in_a_row -= 1
+            return False
+        copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(self.table, names)
+        try:
+            with (
+                self.conn.transaction(),
+                self.conn.cursor() as cursor,
+                cursor.copy(copy_sql) as copy,
+            ):
+                copy.write(data)
+        except pg_errors.UniqueViolation:
+            self._staged_in_a_row = STAGED_AFTER_A_MISS
+            return False
+        return True
 
     def committed(self, import_id: str) -> Committed:
         query = sql.SQL(LEDGER_TOTALS.format(ledger="{}", p="%s")).format(LEDGER)
