@@ -41,6 +41,7 @@ from antioom.history import (
     this_process,
 )
 from antioom.sinks import open_sink
+from antioom.sinks.dry_run import DryRunSink
 
 DEFAULT_DB = "sqlite:///antioom.db"
 
@@ -79,6 +80,12 @@ def import_csv(
     cancel: threading.Event | None = None,
     keep_record: bool = True,
     refused_before_commit: bool = False,
+    renames: Mapping[str, str] | None = None,
+    alter: bool = False,
+    reset: Literal["drop", "truncate"] | None = None,
+    limit: int | None = None,
+    max_rejects: int | None = None,
+    dry_run: bool = False,
 ) -> Summary:
     """Stream ``source`` (a path, ``-`` for stdin, or a binary stream) into ``db``.
 
@@ -93,6 +100,12 @@ def import_csv(
     with a heartbeat while it runs, as the server does: that is what ``--resume`` finds.
     ``refused_before_commit``: see :func:`~antioom.engine.pipeline.run_import` (for rejects
     written outside the target database, as the CLI's ``--rejects`` file).
+
+    ``renames`` maps header (or column) names to column names (``table`` imports); ``alter``
+    adds the columns an existing table lacks; ``reset`` empties (``"truncate"``) or drops the
+    table first; ``limit`` imports the first N records; ``max_rejects`` stops the import with
+    :class:`~antioom.errors.TooManyRejects` once more rows are rejected (0: at the first);
+    ``dry_run`` reads and validates everything and writes nothing (no database needed).
     """
     if dataset is None and table is None:
         raise ConfigError("choose a dataset or a table to import into")
@@ -100,19 +113,33 @@ def import_csv(
         raise ConfigError("the batch size must be at least 1")
     if isinstance(dataset, str):
         dataset = resolve_dataset(dataset, datasets_file)
-    target = Target(dataset=dataset, table=table, mode=mode, key=key, types=types, infer=infer)
+    if min(limit or 0, max_rejects or 0) < 0:
+        raise ConfigError("--limit and --max-rejects cannot be negative")
+    target = Target(
+        dataset=dataset,
+        table=table,
+        mode=mode,
+        key=key,
+        types=types,
+        infer=infer,
+        renames=renames,
+        alter=alter,
+        reset=reset,
+    )
     import_id = import_id or uuid.uuid4().hex
     options = Options(
         dialect=dialect or Dialect(),
         batch_size=batch_size,
         batch_bytes=batch_bytes,
         import_id=import_id,
+        limit=limit,
+        max_rejects=max_rejects,
     )
     db = db or default_db()
     with ExitStack() as stack:
-        sink = stack.enter_context(open_sink(db))
+        sink = stack.enter_context(DryRunSink() if dry_run else open_sink(db))
         store = None
-        if keep_record:
+        if keep_record and not dry_run:
             store = open_store(db)
             stack.callback(store.close)
             name = str(source) if isinstance(source, str | Path) else None
@@ -156,6 +183,7 @@ def import_csv(
             raise
         if store is not None:
             _save_quietly(store, summary)
+        summary.dry_run = dry_run
         return summary
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from antioom.api import default_db, import_csv
 from antioom.engine.pipeline import DEFAULT_BATCH_SIZE
@@ -28,11 +29,43 @@ from antioom.engine.records import Dialect
 from antioom.engine.rejects import RejectsWriter, keep_through
 from antioom.errors import AntioomError, ConfigError, InputError
 
+DB_HELP = (
+    "Database URL: sqlite:///, postgresql://, mysql://, mongodb://. "
+    "\\[default: sqlite:///antioom.db]"
+)
+FLAG = ""  # the metavar of boolean flags: shown as flags, not as options taking a <bool>
+
+
+class _FlagsAsFlags:
+    """Help that shows boolean flags (``--json``, ``-h``) as flags, without a ``<bool>``."""
+
+    params: list[Any]
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params: list[Any] = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_flag", False) and not getattr(param, "count", False):
+                param.metavar = FLAG
+        return params
+
+
+class _Command(_FlagsAsFlags, TyperCommand):
+    """A command whose help shows flags as flags."""
+
+
+class _Group(_FlagsAsFlags, TyperGroup):
+    """The command group, likewise."""
+
+
 app = typer.Typer(
+    cls=_Group,
     add_completion=False,
     no_args_is_help=True,
     help="Stream CSV files of any size into databases in flat memory.",
+    epilog="Run [bold]antioom COMMAND -h[/] for a command's options, examples and exit codes.",
     pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -65,12 +98,107 @@ def fail(error: BaseException) -> NoReturn:
     raise typer.Exit(1)
 
 
-@app.command("import")
+def _epilog(examples: list[tuple[str, str]], exit_codes: list[tuple[int, str]]) -> str:
+    """A command's help epilog (rich markup): examples, then exit codes."""
+    from rich.markup import escape
+
+    lines = ["[bold]Examples[/]"]
+    for command, what in examples:
+        lines.append(
+            f"  [cyan]{escape(command)}[/]" + (f"  [dim]# {escape(what)}[/]" if what else "")
+        )
+    lines += ["", "[bold]Exit codes[/]"]
+    lines += [f"  {code:>3}  {escape(meaning)}" for code, meaning in exit_codes]
+    return "\n".join(lines)
+
+
+IMPORT_EPILOG = _epilog(
+    [
+        ("antioom import products.csv --dataset products", "the seed's schema, upsert by sku"),
+        ("antioom import export.csv.gz --db postgresql://localhost/shop --table orders", ""),
+        ("antioom import - --table events --delimiter ';' < events.csv", "standard input"),
+        ("antioom import big.csv --dataset products --rejects rejects.csv --json", ""),
+        ("antioom import big.csv --dataset products --resume", "after a crash or Ctrl-C"),
+    ],
+    [
+        (0, "completed (rows may have been rejected: see the summary)"),
+        (1, "internal error (ANTIOOM_DEBUG=1 shows the traceback)"),
+        (2, "invalid options, dataset file or database URL"),
+        (3, "invalid input (unreadable, corrupt, not in the encoding, record too large)"),
+        (4, "the database cannot be reached (nothing was read)"),
+        (5, "the database failed mid-import (committed batches stay)"),
+        (6, "the target table cannot take the data (nothing was written)"),
+        (130, "interrupted (the command to resume is printed)"),
+    ],
+)
+GENERATE_EPILOG = _epilog(
+    [
+        ("antioom generate products.csv --size 100MB", "the seed's products file"),
+        ("antioom generate bad.csv.gz --rows 100000 --invalid-ratio 0.01 --seed 7", ""),
+    ],
+    [(0, "written"), (2, "invalid options"), (3, "the output cannot be written")],
+)
+SERVE_EPILOG = _epilog(
+    [
+        ("antioom serve", "http://127.0.0.1:8000/ on sqlite:///antioom.db"),
+        ("antioom serve --port 8080 --db postgresql://localhost/shop", ""),
+        ("ANTIOOM_API_KEYS=secret antioom serve --host 0.0.0.0", "keyed mode"),
+    ],
+    [
+        (0, "stopped (Ctrl-C)"),
+        (1, "internal error"),
+        (2, "invalid settings (a non-loopback --host needs ANTIOOM_API_KEYS)"),
+    ],
+)
+UPLOAD_EPILOG = _epilog(
+    [
+        ("antioom upload products.csv --url http://127.0.0.1:8000", "the products dataset"),
+        (
+            "antioom upload export.csv --url http://127.0.0.1:8000 --table orders "
+            "--delimiter ';' --encoding cp1252 --type zip=string",
+            "",
+        ),
+        ("antioom upload big.csv.gz --url https://antioom.example --token KEY", ""),
+    ],
+    [
+        (0, "done (rows may have been rejected: see the summary)"),
+        (1, "the import failed or was aborted"),
+        (2, "the server refused the request (4xx; its reason is printed), or invalid options"),
+        (3, "the local file cannot be read"),
+        (4, "the server is unreachable or unavailable (503)"),
+    ],
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"antioom {version('antioom')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Stream CSV files of any size into databases in flat memory."""
+
+
+@app.command("import", cls=_Command, epilog=IMPORT_EPILOG)
 def import_command(
     path: Annotated[str, typer.Argument(help="CSV file (plain, .gz or .zst), or - for stdin.")],
     db: Annotated[
         str | None,
-        typer.Option(help="Database URL. [default: $ANTIOOM_DB_URL or sqlite:///antioom.db]"),
+        typer.Option(envvar="ANTIOOM_DB_URL", help=DB_HELP),
     ] = None,
     dataset: Annotated[str | None, typer.Option(help="Declared dataset to import into.")] = None,
     table: Annotated[
@@ -81,33 +209,33 @@ def import_command(
         typer.Option(envvar="ANTIOOM_DATASETS", help="TOML file declaring datasets."),
     ] = None,
     mode: Annotated[
-        str | None, typer.Option(help="insert or upsert (default: the dataset's mode).")
+        str | None, typer.Option(help="insert or upsert. \\[default: the dataset's mode]")
     ] = None,
     key: Annotated[str | None, typer.Option(help="Key columns, comma-separated.")] = None,
     delimiter: Annotated[
         str | None,
-        typer.Option(help="Field delimiter; \\t for tab. [default: detected among , | ; tab]"),
+        typer.Option(help="Field delimiter; \\t for tab. \\[default: detected among , | ; tab]"),
     ] = None,
     quote: Annotated[
         str | None,
-        typer.Option(help="Quote character; empty for none. [default: detected, \" or ']"),
+        typer.Option(help="Quote character; empty for none. \\[default: detected, \" or ']"),
     ] = None,
     escape: Annotated[
         str | None,
-        typer.Option(help="Escape character; empty for none. [default: detected, none or \\]"),
+        typer.Option(help="Escape character; empty for none. \\[default: detected, none or \\]"),
     ] = None,
     sniff: Annotated[
         bool, typer.Option("--sniff", hidden=True, help="Kept for old scripts: always on.")
     ] = False,
     encoding: Annotated[
         str | None,
-        typer.Option(help="Text encoding (any Python codec). [default: from a BOM, else UTF-8]"),
+        typer.Option(help="Text encoding (any Python codec). \\[default: from a BOM, else UTF-8]"),
     ] = None,
     header: Annotated[
         bool | None,
         typer.Option(
             "--header/--no-header",
-            help="Whether the first record is a header. [default: detected]",
+            help="Whether the first record is a header. \\[default: detected]",
         ),
     ] = None,
     columns: Annotated[
@@ -116,7 +244,7 @@ def import_command(
     ] = None,
     skip: Annotated[
         int | None,
-        typer.Option(help="Skip this many lines first. [default: a preamble is detected]"),
+        typer.Option(help="Skip this many lines first. \\[default: a preamble is detected]"),
     ] = None,
     comment: Annotated[
         str | None, typer.Option(help="Drop lines starting with this character, e.g. #.")
@@ -148,7 +276,7 @@ def import_command(
         str | None,
         typer.Option(
             help="Name the import; an interrupted one is resumed (only rows not yet "
-            "committed are written). [default: a new random id]"
+            "committed are written). \\[default: a new random id]"
         ),
     ] = None,
     resume: Annotated[
@@ -159,6 +287,51 @@ def import_command(
             "(found in the database); a new import if there is none.",
         ),
     ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Read and validate everything, write nothing: the counts and rejects of the "
+            "file (keys already in the table are not checked; no database needed).",
+        ),
+    ] = False,
+    max_rejects: Annotated[
+        int | None,
+        typer.Option(
+            help="Stop with exit code 7 once more rows than this are rejected (batches "
+            "committed before stay). [default: no limit]"
+        ),
+    ] = None,
+    stop_on_error: Annotated[
+        bool, typer.Option("--stop-on-error", help="Stop at the first rejected row (exit 7).")
+    ] = False,
+    limit: Annotated[
+        int | None, typer.Option(help="Import the first N records only. [default: all]")
+    ] = None,
+    drop: Annotated[
+        bool, typer.Option("--drop", help="Drop the table first (it is created anew).")
+    ] = False,
+    truncate: Annotated[
+        bool, typer.Option("--truncate", help="Delete the table's rows first.")
+    ] = False,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace", help="Rows whose key exists replace them: the same as --mode upsert."
+        ),
+    ] = False,
+    alter: Annotated[
+        bool,
+        typer.Option("--alter", help="Add the columns an existing table lacks (nullable)."),
+    ] = False,
+    renames: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--rename",
+            help="With --table: name a column, HEADER=COLUMN (repeatable), e.g. "
+            "'Unit Price=price'.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
@@ -171,6 +344,19 @@ def import_command(
     try:
         if mode not in (None, "insert", "upsert"):
             raise ConfigError(f"invalid mode {mode!r}: use insert or upsert")
+        if replace:
+            if mode == "insert":
+                raise ConfigError("--replace is --mode upsert: not with --mode insert")
+            mode = "upsert"
+        if drop and truncate:
+            raise ConfigError("give --drop or --truncate, not both")
+        if stop_on_error:
+            max_rejects = 0
+        if dataset is None and table is None:
+            raise ConfigError(
+                "choose a dataset or a table to import into: add --dataset NAME (built in: "
+                "--dataset products) or --table NAME"
+            )
         dialect = Dialect(
             delimiter=_unescape(delimiter),
             quote_char=quote,
@@ -201,6 +387,12 @@ def import_command(
             quiet=quiet or as_json,
             import_id=import_id,
             resume=resume,
+            dry_run=dry_run,
+            max_rejects=max_rejects,
+            limit=limit,
+            reset="drop" if drop else "truncate" if truncate else None,
+            alter=alter,
+            renames=_pairs(renames, "--rename", "HEADER=COLUMN"),
         )
     except Interrupted as error:
         typer.echo(f"antioom: {error}", err=True)
@@ -224,15 +416,20 @@ def _unescape(text: str | None) -> str | None:
 
 def _type_overrides(specs: list[str] | None) -> dict[str, str] | None:
     """``["price=decimal", "zip=string"]`` → ``{"price": "decimal", "zip": "string"}``."""
+    return _pairs(specs, "--type", "NAME=TYPE, e.g. zip=string")
+
+
+def _pairs(specs: list[str] | None, option: str, form: str) -> dict[str, str] | None:
+    """``["a=b", "c=d"]`` → ``{"a": "b", "c": "d"}``; ConfigError naming ``option``."""
     if not specs:
         return None
-    overrides = {}
+    pairs = {}
     for spec in specs:
-        name, sep, column_type = spec.partition("=")
-        if not sep or not name.strip() or not column_type.strip():
-            raise ConfigError(f"invalid --type {spec!r}: use NAME=TYPE, e.g. zip=string")
-        overrides[name.strip()] = column_type.strip()
-    return overrides
+        name, sep, value = spec.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise ConfigError(f"invalid {option} {spec!r}: use {form}")
+        pairs[name.strip()] = value.strip()
+    return pairs
 
 
 def _names(text: str | None) -> tuple[str, ...] | None:
@@ -265,11 +462,17 @@ def _run_import(
     from antioom.history import open_store
 
     db = options.pop("db")
-    store = open_store(db)
-    try:
-        import_id, earlier = _import_id(store, path, import_id, resume, options)
-    finally:
-        store.close()
+    earlier: int | None = None
+    if options.get("dry_run"):  # no database: nothing to resume, nothing recorded
+        if resume or import_id:
+            raise ConfigError("--dry-run writes nothing: it cannot resume an import")
+        import_id = uuid.uuid4().hex
+    else:
+        store = open_store(db)
+        try:
+            import_id, earlier = _import_id(store, path, import_id, resume, options)
+        finally:
+            store.close()
     cancel = threading.Event()
     with ExitStack() as stack:
         on_reject = flush_rejects = None
@@ -386,7 +589,6 @@ def _byte_progress(*fields: str) -> Any:
         DownloadColumn,
         Progress,
         TextColumn,
-        TimeRemainingColumn,
         TransferSpeedColumn,
     )
 
@@ -396,9 +598,23 @@ def _byte_progress(*fields: str) -> Any:
         DownloadColumn(),
         TransferSpeedColumn(),
         *(TextColumn(field) for field in fields),
-        TimeRemainingColumn(),
+        _eta_column(),
         console=Console(stderr=True),
     )
+
+
+def _eta_column() -> Any:
+    """A rich column ``ETA 0:01:23``; empty while the total is unknown (stdin)."""
+    from rich.progress import Task, TimeRemainingColumn
+    from rich.text import Text
+
+    class EtaColumn(TimeRemainingColumn):
+        def render(self, task: Task) -> Text:
+            if task.total is None:
+                return Text("")
+            return Text.assemble(("ETA ", "progress.remaining"), super().render(task))
+
+    return EtaColumn()
 
 
 class ProgressDisplay:
@@ -413,8 +629,8 @@ class ProgressDisplay:
     def __enter__(self) -> ProgressDisplay:
         if sys.stderr.isatty():
             self._bar = _byte_progress(
-                "{task.fields[rows]} rows, {task.fields[failed]} rejected",
-                "RSS {task.fields[rss]} MB",
+                "{task.fields[rows]:,} rows, {task.fields[failed]:,} rejected",
+                "RSS {task.fields[rss]:,} MB",
             )
             self._bar.start()
             self._task = self._bar.add_task("importing", total=self._total, rows=0, failed=0, rss=0)
@@ -441,9 +657,12 @@ class ProgressDisplay:
 
 
 def _print_summary(summary: Summary, rejects: Path | None) -> None:
+    outcome = f"{summary.status}: {summary.processed:,} rows written to"
+    if summary.dry_run:
+        outcome = f"dry run {summary.status}: {summary.processed:,} rows would be written to"
     typer.echo(
-        f"{summary.status}: {summary.processed} rows written to {summary.table}, "
-        f"{summary.failed} rejected, {summary.rows} read ({summary.bytes} bytes) in "
+        f"{outcome} {summary.table}, "
+        f"{summary.failed:,} rejected, {summary.rows:,} read ({summary.bytes:,} bytes) in "
         f"{summary.duration_s:.2f}s ({summary.rows_per_s:,.0f} rows/s, peak RSS "
         f"{summary.peak_rss_mb:.0f} MB)"
     )
@@ -459,11 +678,27 @@ def _print_summary(summary: Summary, rejects: Path | None) -> None:
     for note in summary.notes:
         typer.echo(f"note: {note}")
     if summary.failed:
+        _print_rejects_by_reason(summary.rejects_by_reason, summary.failed)
         where = f"all in {rejects}" if rejects else "use --rejects FILE for all of them"
-        typer.echo(f"rejected rows ({where}):")
+        typer.echo(f"first rejected rows ({where}):")
         for reject in summary.rejects[:5]:
             column = f" [{reject.column}]" if reject.column else ""
-            typer.echo(f"  record {reject.record}{column}: {reject.reason}")
+            typer.echo(f"  record {reject.record:,}{column}: {reject.reason}")
+
+
+def _print_rejects_by_reason(counts: dict[str, int], failed: int) -> None:
+    """The table of rejected rows per reason, largest first; rows rejected by earlier runs of
+    a resumed import (not counted again) as one line."""
+    rows = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    earlier = failed - sum(counts.values())
+    if earlier > 0:
+        rows.append(("(earlier runs of this import)", earlier))
+    if not rows:
+        return
+    width = max(len(f"{count:,}") for _, count in rows)
+    typer.echo("rejected rows by reason:")
+    for reason, count in rows:
+        typer.echo(f"  {count:>{width},}  {reason}")
 
 
 def describe_dialect(report: dict[str, Any]) -> str:
@@ -488,7 +723,7 @@ def describe_dialect(report: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-@app.command()
+@app.command(cls=_Command, epilog=GENERATE_EPILOG)
 def generate(
     out: Annotated[str, typer.Argument(help="Output file (.gz/.zst compress), or - for stdout.")],
     size: Annotated[str | None, typer.Option(help="Target size, e.g. 100MB.")] = None,
@@ -522,18 +757,25 @@ def generate(
         fail(error)
     if out != "-":
         typer.echo(
-            f"wrote {out}: {stats.rows} rows ({stats.invalid_rows} invalid), {stats.bytes} bytes",
+            f"wrote {out}: {stats.rows:,} rows ({stats.invalid_rows:,} invalid), "
+            f"{stats.bytes:,} bytes",
             err=True,
         )
 
 
-@app.command()
+@app.command(cls=_Command, epilog=SERVE_EPILOG)
 def serve(
-    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    host: Annotated[
+        str,
+        typer.Option(
+            envvar="ANTIOOM_HOST",
+            help="Address to bind (anything but loopback needs ANTIOOM_API_KEYS).",
+        ),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="ANTIOOM_PORT", help="Port to bind.")] = 8000,
     db: Annotated[
         str | None,
-        typer.Option(help="Database URL. [default: $ANTIOOM_DB_URL or sqlite:///antioom.db]"),
+        typer.Option(envvar="ANTIOOM_DB_URL", help=DB_HELP),
     ] = None,
     datasets: Annotated[
         str | None, typer.Option(envvar="ANTIOOM_DATASETS", help="TOML file declaring datasets.")
@@ -579,7 +821,7 @@ def serve(
         fail(error)
 
 
-@app.command()
+@app.command(cls=_Command, epilog=UPLOAD_EPILOG)
 def upload(
     path: Annotated[
         str, typer.Argument(help="CSV file (.gz/.zst are sent as they are), or - for stdin.")
@@ -588,12 +830,18 @@ def upload(
     token: Annotated[
         str | None, typer.Option(envvar="ANTIOOM_TOKEN", help="API key (Bearer token).")
     ] = None,
-    dataset: Annotated[str | None, typer.Option(help="Declared dataset to import into.")] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="Declared dataset on the server to import into. \\[default: products, as "
+            "POST /upload, unless --table is given]"
+        ),
+    ] = None,
     table: Annotated[
         str | None, typer.Option(help="Import into this table; columns inferred from the file.")
     ] = None,
     mode: Annotated[
-        str | None, typer.Option(help="insert or upsert (default: the dataset's mode).")
+        str | None, typer.Option(help="insert or upsert. \\[default: the dataset's mode]")
     ] = None,
     compress: Annotated[
         bool, typer.Option("--gzip", help="Compress on the fly (gzip) while sending.")
@@ -602,7 +850,7 @@ def upload(
         str | None,
         typer.Option(
             help="Import ID; sending the file again under the ID of an interrupted import "
-            "resumes it. [default: a random one]"
+            "resumes it. \\[default: a random one]"
         ),
     ] = None,
     retries: Annotated[
@@ -615,25 +863,25 @@ def upload(
     ] = 3,
     delimiter: Annotated[
         str | None,
-        typer.Option(help="Field delimiter; \\t for tab. [default: detected among , | ; tab]"),
+        typer.Option(help="Field delimiter; \\t for tab. \\[default: detected among , | ; tab]"),
     ] = None,
     quote: Annotated[
         str | None,
-        typer.Option(help="Quote character; empty for none. [default: detected, \" or ']"),
+        typer.Option(help="Quote character; empty for none. \\[default: detected, \" or ']"),
     ] = None,
     escape: Annotated[
         str | None,
-        typer.Option(help="Escape character; empty for none. [default: detected, none or \\]"),
+        typer.Option(help="Escape character; empty for none. \\[default: detected, none or \\]"),
     ] = None,
     encoding: Annotated[
         str | None,
-        typer.Option(help="Text encoding (any Python codec). [default: from a BOM, else UTF-8]"),
+        typer.Option(help="Text encoding (any Python codec). \\[default: from a BOM, else UTF-8]"),
     ] = None,
     header: Annotated[
         bool | None,
         typer.Option(
             "--header/--no-header",
-            help="Whether the first record is a header. [default: detected]",
+            help="Whether the first record is a header. \\[default: detected]",
         ),
     ] = None,
     columns: Annotated[
@@ -642,7 +890,7 @@ def upload(
     ] = None,
     skip: Annotated[
         int | None,
-        typer.Option(help="Skip this many lines first. [default: a preamble is detected]"),
+        typer.Option(help="Skip this many lines first. \\[default: a preamble is detected]"),
     ] = None,
     comment: Annotated[
         str | None, typer.Option(help="Drop lines starting with this character, e.g. #.")
@@ -671,7 +919,7 @@ def upload(
 
     try:
         overrides = _type_overrides(types)
-        if dataset is not None and (overrides or no_infer):
+        if table is None and (overrides or no_infer):
             raise ConfigError("--type and --no-infer apply to --table imports")
         params = csv_params(
             delimiter=_unescape(delimiter),
@@ -759,9 +1007,9 @@ class UploadProgress:
 
 def _print_upload_summary(record: dict[str, Any], url: str) -> None:
     typer.echo(
-        f"{record.get('status')}: {record.get('processed', 0)} rows written to "
-        f"{record.get('table') or record.get('dataset')}, {record.get('failed', 0)} rejected, "
-        f"{record.get('rows', 0)} read ({record.get('bytes', 0)} bytes) in "
+        f"{record.get('status')}: {record.get('processed') or 0:,} rows written to "
+        f"{record.get('table') or record.get('dataset')}, {record.get('failed') or 0:,} "
+        f"rejected, {record.get('rows') or 0:,} read ({record.get('bytes') or 0:,} bytes) in "
         f"{float(record.get('duration_s') or 0):.2f}s "
         f"({float(record.get('rows_per_s') or 0):,.0f} rows/s, peak server RSS "
         f"{float(record.get('peak_rss_mb') or 0):.0f} MB)"
@@ -771,6 +1019,9 @@ def _print_upload_summary(record: dict[str, Any], url: str) -> None:
     for note in record.get("notes") or ():
         typer.echo(f"note: {note}")
     typer.echo(f"import {record.get('id')}")
+    by_reason = record.get("rejects_by_reason")
+    if record.get("failed") and isinstance(by_reason, dict):
+        _print_rejects_by_reason(by_reason, int(record["failed"]))
     if record.get("failed") and record.get("rejects_url"):
         base = url.rstrip("/").removesuffix("/imports")
         typer.echo(f"rejected rows: {base}{record['rejects_url']}")

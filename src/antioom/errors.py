@@ -48,6 +48,12 @@ class TargetError(AntioomError):
     exit_code = 6
 
 
+class TooManyRejects(AntioomError):
+    """More rows were rejected than ``--max-rejects`` allows; committed batches stay."""
+
+    exit_code = 7
+
+
 class ImportCancelled(AntioomError):
     """The import was cancelled (client abort, DELETE, Ctrl-C) at a batch boundary."""
 

@@ -31,7 +31,14 @@ from antioom.engine.rejects import Reject
 from antioom.engine.sniff import likely_delimiter
 from antioom.engine.source import CountingReader, decompressed
 from antioom.engine.validate import Validated, Validator, infer_dataset
-from antioom.errors import AntioomError, DatabaseLost, ImportCancelled, InputError
+from antioom.errors import (
+    AntioomError,
+    ConfigError,
+    DatabaseLost,
+    ImportCancelled,
+    InputError,
+    TooManyRejects,
+)
 from antioom.sinks.base import Committed, Sink
 
 QUEUE_BATCHES = 2
@@ -49,6 +56,9 @@ class Target:
     key: tuple[str, ...] | None = None
     types: Mapping[str, str] | None = None  # table mode: forced column types
     infer: bool = True  # table mode: False makes every column text
+    renames: Mapping[str, str] | None = None  # table mode: header (or column) name → column
+    alter: bool = False  # add the columns an existing table lacks
+    reset: Literal["drop", "truncate"] | None = None  # empty or drop the table first
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,8 @@ class Options:
     batch_size: int = DEFAULT_BATCH_SIZE
     batch_bytes: int = DEFAULT_BATCH_BYTES
     import_id: str | None = None
+    limit: int | None = None  # import the first N records only
+    max_rejects: int | None = None  # fail (TooManyRejects) once more rows are rejected
 
 
 class _End:
@@ -121,11 +133,17 @@ def run_import(
         meter.summary.dataset = dataset.name
         meter.summary.table = dataset.table
         validator = Validator(dataset, _included(records, target, dataset))
-        sink.prepare(dataset)
         earlier = sink.committed(import_id)
+        if target.reset is not None:
+            if earlier.batches:
+                raise ConfigError(f"cannot {target.reset} the table when resuming {import_id}")
+            sink.clear(dataset.table, drop=target.reset == "drop")
+        sink.prepare(dataset, alter=target.alter)
         if earlier.batches:
             _resume(meter.summary, earlier)
             blocks = _after(blocks, earlier.records)
+        if options.limit is not None:
+            blocks = _upto(blocks, options.limit)
     except AntioomError as exc:
         early: Literal["failed", "aborted"] = (
             "aborted" if isinstance(exc, ImportCancelled) else "failed"
@@ -175,6 +193,7 @@ def run_import(
             on_reject,
             flush_rejects,
             cancel,
+            options.max_rejects,
         )
         status = "completed"
     except ImportCancelled as exc:
@@ -208,8 +227,17 @@ def _consume(
     on_reject: Callable[[Reject], None] | None,
     flush_rejects: Callable[[], None] | None,
     cancel: threading.Event,
+    max_rejects: int | None,
 ) -> None:
     summary = meter.summary
+
+    def check_rejects() -> None:
+        if max_rejects is not None and summary.failed > max_rejects:
+            raise TooManyRejects(
+                f"{summary.failed} rows rejected, more than the {max_rejects} allowed "
+                f"(--max-rejects); {summary.processed} rows were committed before"
+            )
+
     if on_progress is not None:
         on_progress(meter.event())
     while True:
@@ -234,6 +262,7 @@ def _consume(
                 meter.rejected(reject)
                 if on_reject is not None:
                     on_reject(reject)
+            check_rejects()
             continue
         if flush_rejects is not None:
             flush_rejects()
@@ -253,6 +282,7 @@ def _consume(
         summary.bytes = source.bytes_read
         if on_progress is not None:
             on_progress(meter.event())
+        check_rejects()
 
 
 def _reporter(
@@ -299,6 +329,16 @@ def _after(blocks: Iterator[Block], record: int) -> Iterator[Block]:
             yield rest
 
 
+def _upto(blocks: Iterator[Block], record: int) -> Iterator[Block]:
+    """``blocks`` up to record ``record`` (``--limit``); the rest of the input is not read."""
+    for block in blocks:
+        part = block.upto(record)
+        if part is not None:
+            yield part
+        if part is not block:
+            return
+
+
 def _validated(
     blocks: Iterator[Block],
     validator: Validator,
@@ -328,6 +368,8 @@ def _resolve(
 ) -> tuple[Dataset, Iterator[Block]]:
     """The dataset to import into, checked against the header before anything is written."""
     duplicated = records.duplicates()
+    if target.dataset is not None and target.renames:
+        raise ConfigError("--rename is for --table imports (a dataset names its columns)")
     if target.dataset is not None:
         dataset = target.dataset.with_options(mode=target.mode, key=target.key, table=target.table)
         missing = [
@@ -352,7 +394,12 @@ def _resolve(
         schema = pa.schema([pa.field(name, pa.binary()) for name in records.header])
         sample = pa.RecordBatch.from_pylist([], schema=schema)
     dataset = infer_dataset(
-        target.table, records.header, sample, types=target.types, infer=target.infer
+        target.table,
+        records.header,
+        sample,
+        types=target.types,
+        infer=target.infer,
+        renames=target.renames,
     )
     dataset = dataset.with_options(mode=target.mode, key=target.key)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -13,6 +14,10 @@ import psutil
 from antioom.engine.rejects import Reject
 
 Status = Literal["running", "completed", "failed", "aborted", "interrupted"]
+MAX_REASONS = 50  # distinct reasons counted in Summary.rejects_by_reason; the rest are "other"
+OTHER_REASON = "other"
+# A quoted value inside a reason (database messages quote the refused value: 'abc', "x").
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 _PROCESS = psutil.Process()
 log = logging.getLogger("antioom")
 
@@ -80,11 +85,23 @@ class Summary:
     notes: list[str] = field(default_factory=list)  # renamed columns, warnings
     # a resumed import: what earlier runs committed (records, rows, rejected, batches)
     resumed_from: dict[str, int] | None = None
+    dry_run: bool = False  # nothing was written: ``processed`` rows would have been
+    # rows rejected by this run, per "column: reason" (quoted values elided; at most
+    # MAX_REASONS keys, then "other"); rows of earlier runs of a resumed import are not here
+    rejects_by_reason: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["rejects"] = [asdict(reject) for reject in self.rejects]
         return data
+
+
+def reason_key(reject: Reject) -> str:
+    """The stable group of a reject: ``"price: must be > 0"``, with quoted values elided
+    (``invalid input syntax for type integer: "abc"`` → ``…: "…"``) so that one cause is one
+    group whatever the value."""
+    reason = _QUOTED.sub(lambda quoted: f"{quoted.group()[0]}…{quoted.group()[0]}", reject.reason)
+    return f"{reject.column}: {reason}" if reject.column else reason
 
 
 def utc_now() -> str:
@@ -103,6 +120,11 @@ class Meter:
 
     def rejected(self, reject: Reject) -> None:
         self.summary.failed += 1
+        counts = self.summary.rejects_by_reason
+        key = reason_key(reject)
+        if key not in counts and len(counts) >= MAX_REASONS:
+            key = OTHER_REASON
+        counts[key] = counts.get(key, 0) + 1
         if len(self.summary.rejects) < self._sample_rejects:
             self.summary.rejects.append(reject)
 

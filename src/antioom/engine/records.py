@@ -132,6 +132,22 @@ class Block:
         """The 1-based record number of parsed row ``row`` of this block."""
         return record_at(self.first_record, self.skipped, row)
 
+    def upto(self, record: int) -> Block | None:
+        """This block without its records past ``record``, or None if none is left (``--limit``)."""
+        if record < self.first_record:
+            return None
+        if record >= self.first_record + self.records - 1:
+            return self
+        gaps = bisect.bisect_right(self.skipped, record)
+        rows = record - self.first_record + 1 - gaps
+        return Block(
+            self.batch.slice(0, rows),
+            self.first_record,
+            self.malformed[:gaps],
+            self.skipped[:gaps],
+            self.suspect,
+        )
+
     def after(self, record: int) -> Block | None:
         """This block without its records up to ``record``, or None if none is left: a
         resumed import skips the records an earlier run committed."""

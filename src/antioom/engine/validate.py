@@ -222,6 +222,7 @@ def infer_dataset(
     *,
     types: Mapping[str, str] | None = None,
     infer: bool = True,
+    renames: Mapping[str, str] | None = None,
 ) -> Dataset:
     """A dataset for ``--table`` imports: one column per header, types inferred from a sample.
 
@@ -231,6 +232,18 @@ def infer_dataset(
     """
     check_identifier(table, "table name")
     names = column_names(headers)
+    if renames:
+        unknown_names = sorted(set(renames) - set(names) - set(headers))
+        if unknown_names:
+            raise ConfigError(
+                f"--rename names unknown column(s) {', '.join(unknown_names)}; the columns "
+                f"are {', '.join(names)}"
+            )
+        names = [renames.get(h) or renames.get(n) or n for h, n in zip(headers, names, strict=True)]
+        for name in names:
+            check_identifier(name, "column name")
+        if len(set(names)) < len(names):
+            raise ConfigError(f"--rename gives two columns one name: {', '.join(names)}")
     forced = {key: _parse_type(key, value) for key, value in (types or {}).items()}
     unknown = sorted(set(forced) - set(names) - set(headers))
     if unknown:

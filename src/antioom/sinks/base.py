@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 import pyarrow as pa
 
 from antioom.engine.batching import Batch
-from antioom.engine.datasets import Dataset
-from antioom.errors import ConfigError, ImportConflict
+from antioom.engine.datasets import UPDATED_AT, Dataset
+from antioom.errors import ConfigError, ImportConflict, TargetError
 
 LEDGER_TABLE = "antioom_batches"
 # Attempts at a transaction that collided with another one (deadlock, serialization failure),
@@ -102,6 +102,19 @@ def before_commit(batch: Batch, errors: Sequence[RowError]) -> None:
         batch.before_commit(sorted(errors, key=lambda error: error.row))
 
 
+def missing_columns(dataset: Dataset, existing: set[str], alter: bool) -> list[str]:
+    """The dataset's columns the existing table lacks; TargetError unless ``alter`` (then the
+    caller adds them)."""
+    wanted = [c.name for c in dataset.columns] + ([UPDATED_AT] if dataset.updated_at else [])
+    missing = [name for name in wanted if name not in existing]
+    if missing and not alter:
+        raise TargetError(
+            f"table {dataset.table} exists without column(s) {', '.join(missing)} "
+            "(--alter adds them)"
+        )
+    return missing
+
+
 def claim_conflict(batch: Batch, recorded_end: int | None) -> WriteResult:
     """The ledger already has ``batch``'s (import id, seq): the same batch committed before is a
     duplicate to skip; a different one means another process is writing this import."""
@@ -119,8 +132,14 @@ class Sink(abc.ABC):
     dataset: Dataset
 
     @abc.abstractmethod
-    def prepare(self, dataset: Dataset) -> None:
-        """Create the table (and the batch ledger) if missing; check an existing table fits."""
+    def prepare(self, dataset: Dataset, *, alter: bool = False) -> None:
+        """Create the table (and the batch ledger) if missing; check an existing table fits,
+        or with ``alter`` add the columns it lacks (nullable: it may hold rows already)."""
+
+    @abc.abstractmethod
+    def clear(self, table: str, *, drop: bool) -> None:
+        """Empty the table before an import (``--truncate``), or drop it (``--drop``) so that
+        ``prepare`` creates it anew; nothing happens if it does not exist."""
 
     def encode(self, table: pa.Table) -> Any:
         """Serialise ``table`` for :meth:`write`; runs in the parser thread."""
@@ -128,7 +147,7 @@ class Sink(abc.ABC):
 
     @abc.abstractmethod
     def committed(self, import_id: str) -> Committed:
-        """What earlier runs of ``import_id`` committed (call after :meth:`prepare`)."""
+        """What earlier runs of ``import_id`` committed (nothing where there is no ledger)."""
 
     @abc.abstractmethod
     def write(self, batch: Batch) -> WriteResult:

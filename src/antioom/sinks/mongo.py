@@ -138,7 +138,8 @@ class MongoSink(Sink):
         self.client, self.db, hello = connect(url)
         self.max_bson_size = int(hello.get("maxBsonObjectSize", DEFAULT_MAX_BSON_SIZE))
 
-    def prepare(self, dataset: Dataset) -> None:
+    def prepare(self, dataset: Dataset, *, alter: bool = False) -> None:
+        """Collections have no columns: ``alter`` has nothing to add."""
         if dataset.table.startswith("system."):
             raise TargetError(f"cannot use collection {dataset.table}: system.* is MongoDB's")
         self.dataset = dataset
@@ -156,6 +157,17 @@ class MongoSink(Sink):
                 f"cannot create a unique index on {dataset.table} ({', '.join(dataset.key)}): "
                 f"{_reason(exc)}"
             ) from None
+
+    def clear(self, table: str, *, drop: bool) -> None:
+        if table.startswith("system."):
+            raise TargetError(f"cannot use collection {table}: system.* is MongoDB's")
+        try:
+            if drop:
+                self.db.drop_collection(table)
+            else:
+                self.db[table].delete_many({})
+        except PyMongoError as exc:
+            raise DatabaseLost(f"MongoDB failed: {_reason(exc)}") from None
 
     def encode(self, table: pa.Table) -> _Payload:
         """Build the documents and requests here, in the parser thread, so that this Python
@@ -326,7 +338,7 @@ class MongoSink(Sink):
 
     def committed(self, import_id: str) -> Committed:
         try:
-            return ledger_committed(self.ledger, import_id)
+            return ledger_committed(self.db[LEDGER_TABLE], import_id)
         except PyMongoError as exc:
             raise DatabaseUnavailable(f"MongoDB failed: {_reason(exc)}") from None
 

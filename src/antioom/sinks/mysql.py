@@ -72,6 +72,7 @@ from antioom.sinks.base import (
     before_commit,
     claim_conflict,
     ledger_totals,
+    missing_columns,
     refuse_schema,
     retry_transient,
     write_isolating,
@@ -88,6 +89,7 @@ SQL_MODE = (
 # Server errors caused by a row's data (sqlstate classes 22 and 23, and MySQL's HY000 ones).
 ROW_ERRORS = {1048, 1062, 1263, 1264, 1265, 1292, 1366, 1367, 1406, 1441, 1452, 1690, 3819, 4025}
 DUPLICATE_KEY = 1062
+NO_SUCH_TABLE = 1146
 # Server errors in prepare that are the server's state, not the table definition (disk full,
 # out of memory, shutdown, lock waits, deadlock, read-only, killed, timeouts). Every other
 # refusal (1117 too many columns, 1118 row size too large, 1060 duplicate column, 1071 key
@@ -170,10 +172,9 @@ class MySQLSink(Sink):
             raise DatabaseUnavailable(f"cannot connect to MySQL: {_message(exc)}") from None
         self._file: IO[bytes] | None = None
 
-    def prepare(self, dataset: Dataset) -> None:
+    def prepare(self, dataset: Dataset, *, alter: bool = False) -> None:
         refuse_schema(dataset.table, "MySQL")
         self.dataset = dataset
-        names = [c.name for c in dataset.columns]
         definitions = [
             f"{q(c.name)} {sql_type(c, c.name in dataset.key)}{' NOT NULL' if c.required else ''}"
             for c in dataset.columns
@@ -200,13 +201,33 @@ class MySQLSink(Sink):
             if _connection_failed(exc) or (exc.args and exc.args[0] in SERVER_STATE_ERRORS):
                 raise DatabaseUnavailable(f"MySQL failed: {_message(exc)}") from None
             raise TargetError(f"cannot prepare table {dataset.table}: {_message(exc)}") from None
-        wanted = names + ([UPDATED_AT] if dataset.updated_at else [])
-        missing = [name for name in wanted if name not in existing]
+        types = {c.name: sql_type(c, False) for c in dataset.columns} | {
+            UPDATED_AT: "DATETIME(6) NULL DEFAULT CURRENT_TIMESTAMP(6)"
+        }
+        missing = missing_columns(dataset, existing, alter)
         if missing:
-            raise TargetError(
-                f"table {dataset.table} exists without column(s) {', '.join(missing)}"
-            )
+            adds = ", ".join(f"ADD COLUMN {q(name)} {types[name]}" for name in missing)
+            try:
+                with self.conn.cursor() as cursor:
+                    cursor.execute(f"ALTER TABLE {q(dataset.table)} {adds}")
+                self.conn.commit()
+            except pymysql.Error as exc:
+                raise TargetError(
+                    f"cannot add columns to {dataset.table}: {_message(exc)}"
+                ) from None
         self._sql = self._statements()
+
+    def clear(self, table: str, *, drop: bool) -> None:
+        refuse_schema(table, "MySQL")
+        try:
+            with self.conn.cursor() as cursor:
+                if drop:
+                    cursor.execute(f"DROP TABLE IF EXISTS {q(table)}")
+                elif _columns(cursor, table):
+                    cursor.execute(f"TRUNCATE TABLE {q(table)}")
+            self.conn.commit()
+        except pymysql.Error as exc:
+            raise DatabaseLost(f"MySQL failed: {_message(exc)}") from None
 
     def _prepare_ledger(self, cursor: Cursor) -> None:
         """Create the ledger, or add the columns an older version's lacks. Checked first, then
@@ -421,6 +442,8 @@ class MySQLSink(Sink):
                 row = cursor.fetchone()
             self.conn.commit()
         except pymysql.Error as exc:
+            if exc.args and exc.args[0] == NO_SUCH_TABLE:  # no batch was ever written here
+                return Committed()
             raise DatabaseUnavailable(f"MySQL failed: {_message(exc)}") from None
         return ledger_totals(row)
 

@@ -34,6 +34,7 @@ from antioom.sinks.base import (
     before_commit,
     claim_conflict,
     ledger_totals,
+    missing_columns,
     refuse_schema,
     write_isolating,
 )
@@ -87,7 +88,7 @@ class SQLiteSink(Sink):
         self.path = sqlite_path(url)
         self.conn = connect(self.path, isolation_level=None)
 
-    def prepare(self, dataset: Dataset) -> None:
+    def prepare(self, dataset: Dataset, *, alter: bool = False) -> None:
         refuse_schema(dataset.table, "SQLite")
         self.dataset = dataset
         columns = [
@@ -131,12 +132,29 @@ class SQLiteSink(Sink):
             if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_ERROR:
                 raise TargetError(f"cannot prepare table {dataset.table}: {exc}") from None
             raise DatabaseUnavailable(f"cannot prepare table {dataset.table}: {exc}") from None
-        wanted = [c.name for c in dataset.columns] + ([UPDATED_AT] if dataset.updated_at else [])
-        missing = [name for name in wanted if name not in existing]
-        if missing:
-            raise TargetError(
-                f"table {dataset.table} exists without column(s) {', '.join(missing)}"
-            )
+        types = {c.name: SQL_TYPES[c.type] for c in dataset.columns} | {UPDATED_AT: "TEXT"}
+        for name in missing_columns(dataset, existing, alter):
+            try:
+                self.conn.execute(
+                    f"ALTER TABLE {q(dataset.table)} ADD COLUMN {q(name)} {types[name]}"
+                )
+            except sqlite3.Error as exc:
+                raise TargetError(f"cannot add column {name} to {dataset.table}: {exc}") from None
+
+    def clear(self, table: str, *, drop: bool) -> None:
+        refuse_schema(table, "SQLite")
+        statement = f"DROP TABLE IF EXISTS {q(table)}"
+        if not drop:
+            exists = self.conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+            ).fetchone()
+            if exists is None:
+                return
+            statement = f"DELETE FROM {q(table)}"
+        try:
+            self.conn.execute(statement)
+        except sqlite3.Error as exc:
+            raise DatabaseLost(f"SQLite failed: {exc}") from None
 
     def encode(self, table: pa.Table) -> None:
         """Nothing ahead of time: Python row tuples take ~5x the memory of the Arrow batch,
@@ -230,6 +248,8 @@ class SQLiteSink(Sink):
         try:
             return ledger_totals(self.conn.execute(query, (import_id,)).fetchone())
         except sqlite3.Error as exc:
+            if "no such table" in str(exc):  # no batch was ever written here
+                return Committed()
             raise DatabaseUnavailable(f"SQLite failed: {exc}") from None
 
     def close(self) -> None:
