@@ -12,8 +12,10 @@ $(STAMP): pyproject.toml
 
 ## Serve the dashboard and API on the embedded SQLite default (a sample products.csv is
 ## generated if missing: upload it from the dashboard or with `antioom upload`).
+## SAMPLE_SIZE=10MB makes a smaller sample; ANTIOOM_PORT / ANTIOOM_HOST move the server.
+SAMPLE_SIZE ?= 100MB
 run: $(STAMP)
-	test -f products.csv || $(VENV)/bin/antioom generate products.csv --size 100MB
+	test -f products.csv || $(VENV)/bin/antioom generate products.csv --size $(SAMPLE_SIZE)
 	$(VENV)/bin/antioom serve
 
 ## Run the linters and every test.

@@ -1,11 +1,14 @@
 """anti-oom: stream CSV files of any size into databases in flat memory.
 
-The embedding API is :func:`import_csv`; everything else is reachable from the submodules.
+The embedding API is :func:`import_csv` (blocking), :func:`import_csv_async` and
+:class:`PushImport` (for event loops); everything else is reachable from the submodules.
 """
 
+from antioom.aio import PushImport, import_csv_async
 from antioom.api import import_csv
 from antioom.engine.datasets import Column, Dataset, load_datasets
 from antioom.engine.progress import ProgressEvent, Summary
+from antioom.engine.records import Dialect
 from antioom.engine.rejects import Reject
 from antioom.errors import (
     AntioomError,
@@ -13,8 +16,10 @@ from antioom.errors import (
     DatabaseLost,
     DatabaseUnavailable,
     ImportCancelled,
+    ImportConflict,
     InputError,
     TargetError,
+    TooManyRejects,
 )
 
 __all__ = [
@@ -24,12 +29,17 @@ __all__ = [
     "DatabaseLost",
     "DatabaseUnavailable",
     "Dataset",
+    "Dialect",
     "ImportCancelled",
+    "ImportConflict",
     "InputError",
     "ProgressEvent",
+    "PushImport",
     "Reject",
     "Summary",
     "TargetError",
+    "TooManyRejects",
     "import_csv",
+    "import_csv_async",
     "load_datasets",
 ]

@@ -25,6 +25,7 @@ import httpx
 from antioom.errors import AntioomError, ConfigError, InputError
 
 CHUNK_BYTES = 1 << 20
+DEFAULT_DATASET = "products"  # the server's default, as POST /upload: the seed's dataset
 ProgressCallback = Callable[[int], None]
 QueryParams = Mapping[str, str | Sequence[str]]
 
@@ -74,6 +75,8 @@ def upload_file(
     """Stream ``path`` (or stdin for ``-``) to ``url`` and return the server's import record.
 
     ``url`` is the server's base URL (``http://host:8000``) or its ``/imports`` endpoint.
+    With neither ``dataset`` nor ``table``, the file goes into the ``products`` dataset, as
+    ``POST /upload`` does.
     ``params`` are more query parameters, e.g. the CSV options from :func:`csv_params`
     (``{"delimiter": ";", "type": ["zip=string"]}``); the record's ``dialect`` tells how the
     server read the file.
@@ -91,7 +94,7 @@ def upload_file(
     if dataset is not None and table is not None:
         raise ConfigError("give --dataset or --table, not both")
     if dataset is None and table is None:
-        raise ConfigError("choose a dataset (--dataset NAME) or a table (--table NAME)")
+        dataset = DEFAULT_DATASET  # what POST /upload imports into
     if mode not in (None, "insert", "upsert"):
         raise ConfigError(f"invalid mode {mode!r}: use insert or upsert")
     if retries < 0:

@@ -104,6 +104,13 @@ class Dataset(BaseModel):
     mode: Mode = "insert"
     updated_at: bool = Field(default=False, description="set an updated_at timestamp on write")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _table_defaults_to_name(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "table" not in data and "name" in data:
+            return {**data, "table": data["name"]}
+        return data
+
     @field_validator("table")
     @classmethod
     def _table_is_identifier(cls, table: str) -> str:

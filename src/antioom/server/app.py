@@ -49,6 +49,7 @@ from antioom.errors import (
     TargetError,
 )
 from antioom.history import Heartbeats, Origin, Store, is_live, open_store, recover, this_process
+from antioom.server.docs import add_docs
 from antioom.server.guards import Guard, LoopbackOnly, origins
 from antioom.server.live import FINAL, LiveImport, Registry
 from antioom.server.metrics import Metrics
@@ -152,7 +153,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Stream CSV uploads of any size into databases in flat memory.",
         lifespan=lifespan,
+        docs_url=None,  # served by add_docs, offline
+        redoc_url=None,
     )
+    add_docs(app, "anti-oom")
     app.state.settings = settings
     app.state.registry = registry
     if not settings.keys:
