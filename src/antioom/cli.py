@@ -299,14 +299,14 @@ def import_command(
         int | None,
         typer.Option(
             help="Stop with exit code 7 once more rows than this are rejected (batches "
-            "committed before stay). [default: no limit]"
+            "committed before stay). \\[default: no limit]"
         ),
     ] = None,
     stop_on_error: Annotated[
         bool, typer.Option("--stop-on-error", help="Stop at the first rejected row (exit 7).")
     ] = False,
     limit: Annotated[
-        int | None, typer.Option(help="Import the first N records only. [default: all]")
+        int | None, typer.Option(help="Import the first N records only. \\[default: all]")
     ] = None,
     drop: Annotated[
         bool, typer.Option("--drop", help="Drop the table first (it is created anew).")
