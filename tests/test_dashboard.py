@@ -92,8 +92,8 @@ def test_upload_from_the_dashboard(browser: Any, server: Served, products_file: 
     try:
         page.goto(server.url + "/")
         page.wait_for_selector('#feed-status[data-state="ok"]', timeout=10_000)
-        assert page.locator("#docs-link").get_attribute("href") == "/docs"
-        assert page.locator("#target-name").input_value() == "products"
+        assert page.locator("#docs-link").get_attribute("href") == "docs"  # relative: mountable
+        assert page.locator("#target-picker").input_value() == "dataset:products"
         assert page.get_by_label("API key").count() == 1
 
         page.set_input_files("#file-input", str(products_file))
@@ -118,7 +118,12 @@ def test_upload_from_the_dashboard(browser: Any, server: Served, products_file: 
         assert int(re.sub(r"\D", "", shown)) == ROWS
         assert row.locator('[data-testid="import-failed"]').get_attribute("data-value") == "0"
         rejects = row.locator('[data-testid="import-rejects"]').get_attribute("href")
-        assert rejects == f"/imports/{import_id}/rejects"
+        assert rejects == f"imports/{import_id}/rejects"
+        assert (
+            row.locator('[data-testid="import-source"]')
+            .inner_text()
+            .startswith(products_file.name + " (")
+        )
         assert row.locator('[data-testid="import-cancel"]').is_hidden()
         assert page.locator("#upload-progress").get_attribute("data-percent") == "100"
         page.wait_for_selector('#upload-status[data-kind="ok"]', timeout=10_000)
@@ -156,7 +161,8 @@ def test_imports_list_loads_existing_records(
         assert row.get_attribute("data-status") == "completed"
         assert row.locator('[data-testid="import-processed"]').get_attribute("data-value") == "1"
         assert row.locator('[data-testid="import-failed"]').get_attribute("data-value") == "1"
-        assert row.locator('[data-testid="import-rejects"]').inner_text() == "Rejects (1)"
+        assert row.locator('[data-testid="import-view-rejects"]').inner_text() == "Rejects (1)"
+        assert row.locator('[data-testid="import-source"]').inner_text() == "small.csv (32 B)"
     finally:
         page.close()
 
@@ -178,8 +184,8 @@ def test_csv_options_from_the_dashboard(browser: Any, server: Served, tmp_path: 
         page.goto(server.url + "/")
         page.wait_for_selector('#feed-status[data-state="ok"]', timeout=10_000)
         assert page.locator("#opt-delimiter").is_hidden()  # collapsed until opened
-        page.click("#target-kind-table")
-        page.fill("#target-name", "fruit")
+        page.select_option("#target-picker", "table")
+        page.fill("#table-name", "fruit")
         page.click("#csv-options > summary")
         page.select_option("#opt-delimiter", ";")
         page.fill("#opt-null", "-")
@@ -201,6 +207,7 @@ def test_csv_options_from_the_dashboard(browser: Any, server: Served, tmp_path: 
     assert errors == []
     (posted,) = requests
     assert "/imports?" in posted and "delimiter=%3B" in posted and "null=-" in posted
+    assert "filename=semi.csv" in posted
     assert "encoding" not in posted and "header" not in posted  # auto: left to detection
     rows = fetch(server.db_url, 'SELECT id, name, price FROM "fruit" ORDER BY id')
     assert rows == [(1, "Apple, red", 1.5), (2, "Pear", None), (3, "Fig", 2.0)]

@@ -37,7 +37,10 @@ POLICY = {
     ("get", "/imports/{import_id}"): "read",
     ("get", "/imports/{import_id}/rejects"): "url",  # also ?token=: a download link
     ("get", "/imports/{import_id}/events"): "url",  # also ?token=: EventSource
+    ("get", "/imports/{import_id}/rejects/summary"): "read",
+    ("get", "/datasets"): "read",
     ("get", "/events"): "url",
+    ("get", "/imports/check"): "check",  # an upload's pre-flight: a writer's key, always
     ("post", "/imports"): "write",
     ("post", "/upload"): "write",
     ("delete", "/imports/{import_id}"): "write",
@@ -125,7 +128,7 @@ def test_every_route_follows_the_policy_table(db_url: str, public_reads: bool) -
             if kind == "open":
                 assert status(url, method, path) == 200, where
                 continue
-            needs_key = kind == "write" or not public_reads
+            needs_key = kind in ("write", "check") or not public_reads
             for headers in ({}, bearer("wrong"), {"Authorization": f"Basic {KEY}"}):
                 code = status(url, method, path, headers)
                 assert (code == 401) == needs_key and code not in (403, 429), (where, headers)

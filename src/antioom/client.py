@@ -113,6 +113,9 @@ def upload_file(
     }
     if token:
         headers["Authorization"] = f"Bearer {token}"
+    if path != "-":
+        query.setdefault("filename", os.path.basename(path))  # kept in the import record
+    preflight(path, endpoint, query, headers, timeout)
     retries = 0 if path == "-" else retries
     attempt = 0
     while True:
@@ -131,6 +134,26 @@ def upload_file(
             if on_retry is not None:
                 on_retry(attempt, delay, str(exc))
             time.sleep(delay)
+
+
+def preflight(
+    path: str, endpoint: str, query: QueryParams, headers: Mapping[str, str], timeout: float
+) -> None:
+    """Ask the server whether it would take this upload (``GET /imports/check``: target, mode,
+    CSV options, key) before sending any of the file: a refusal raises UploadRejected at once.
+    A file that cannot be read is an InputError first; a server without the endpoint (404,
+    405) or unavailable (503, retried by the upload) is left to answer the upload itself."""
+    if path != "-":
+        _open_source(path).close()
+    wanted = {k: v for k, v in headers.items() if k in ("Authorization", "User-Agent")}
+    try:
+        response = httpx.get(f"{endpoint}/check", params=query, headers=wanted, timeout=timeout)
+    except httpx.InvalidURL as exc:
+        raise ConfigError(f"invalid URL {endpoint!r}: {exc}") from None
+    except httpx.HTTPError as exc:
+        raise _Unreachable(f"cannot connect to {endpoint}: {_reason(exc)}") from None
+    if response.status_code >= 400 and response.status_code not in (404, 405, 503):
+        _result(response)  # raises UploadRejected (4xx) or UploadFailed
 
 
 RETRY_BASE_S = 1.0

@@ -58,7 +58,7 @@ SUMMARY_FIELDS = (
     "peak_rss_mb",
     "error",
 )
-ORIGIN_FIELDS = ("source", "source_bytes", "source_key", "owner")
+ORIGIN_FIELDS = ("source", "source_bytes", "source_key", "owner", "uploaded_by")
 RECORD_FIELDS = (*SUMMARY_FIELDS, *ORIGIN_FIELDS, "heartbeat_at", "rejects_kept")
 REJECT_FIELDS = ("record", "line", "column_name", "reason", "raw")
 
@@ -71,6 +71,7 @@ class Origin:
     source: str | None = None  # the file name as given, or "-" for stdin
     source_bytes: int | None = None
     source_key: str | None = None  # a regular file's path, size and mtime: what --resume finds
+    uploaded_by: str | None = None  # the name of the API key an upload came with
 
 
 def this_process() -> str:
@@ -134,6 +135,10 @@ class Store(Protocol):
     def add_rejects(self, import_id: str, rejects: Sequence[Reject]) -> None: ...
     def drop_rejects_after(self, import_id: str, record: int) -> int: ...
     def rejects(self, import_id: str) -> Iterator[tuple[Any, ...]]: ...
+    def reject_page(
+        self, import_id: str, limit: int, offset: int, reason: str | None = None
+    ) -> builtins.list[tuple[Any, ...]]: ...
+    def reject_reasons(self, import_id: str) -> builtins.list[tuple[str, int]]: ...
     def close(self) -> None: ...
 
 
@@ -493,6 +498,31 @@ class ImportStore:
             yield from page
             after = page[-1][0]
 
+    def reject_page(
+        self, import_id: str, limit: int, offset: int, reason: str | None = None
+    ) -> builtins.list[tuple[Any, ...]]:
+        """One page of the stored rejects (of one reason, if given), in record order."""
+        p = self.placeholder
+        where = f"import_id = {p}" + (f" AND reason = {p}" if reason is not None else "")
+        params = (import_id, *([reason] if reason is not None else []), limit, offset)
+        with self._cursor() as cursor:
+            cursor.execute(
+                f"SELECT {', '.join(REJECT_FIELDS)} FROM antioom_rejects WHERE {where} "
+                f"ORDER BY record LIMIT {p} OFFSET {p}",
+                params,
+            )
+            return [tuple(row) for row in cursor.fetchall()]
+
+    def reject_reasons(self, import_id: str) -> builtins.list[tuple[str, int]]:
+        """How many stored rejects each reason has, most frequent first."""
+        with self._cursor() as cursor:
+            cursor.execute(
+                "SELECT reason, COUNT(*) AS n FROM antioom_rejects "
+                f"WHERE import_id = {self.placeholder} GROUP BY reason ORDER BY n DESC, reason",
+                (import_id,),
+            )
+            return [(str(reason), int(count)) for reason, count in cursor.fetchall()]
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
@@ -563,6 +593,7 @@ def _record_values(
             source_bytes=origin.source_bytes,
             source_key=origin.source_key,
             owner=origin.owner,
+            uploaded_by=origin.uploaded_by,
         )
     if rejects_kept is not None:
         values["rejects_kept"] = rejects_kept
@@ -737,6 +768,25 @@ class MongoStore:
         cursor = self._rejects.find({"import_id": import_id}).sort("record", 1)
         for document in self._guard(lambda: cursor):
             yield tuple(document.get(name) for name in REJECT_FIELDS)
+
+    def reject_page(
+        self, import_id: str, limit: int, offset: int, reason: str | None = None
+    ) -> builtins.list[tuple[Any, ...]]:
+        query: dict[str, Any] = {"import_id": import_id}
+        if reason is not None:
+            query["reason"] = reason
+        cursor = self._rejects.find(query).sort("record", 1).skip(offset).limit(limit)
+        documents = self._guard(lambda: list(cursor))
+        return [tuple(document.get(name) for name in REJECT_FIELDS) for document in documents]
+
+    def reject_reasons(self, import_id: str) -> builtins.list[tuple[str, int]]:
+        pipeline: list[dict[str, Any]] = [
+            {"$match": {"import_id": import_id}},
+            {"$group": {"_id": "$reason", "n": {"$sum": 1}}},
+        ]
+        groups = self._guard(lambda: list(self._rejects.aggregate(pipeline)))
+        counts = [(str(group["_id"]), int(group["n"])) for group in groups]
+        return sorted(counts, key=lambda item: (-item[1], item[0]))
 
     def close(self) -> None:
         self._client.close()

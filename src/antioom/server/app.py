@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -22,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
 from dataclasses import replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -34,6 +36,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import ClientDisconnect
 
 from antioom.api import resolve_dataset
+from antioom.engine.datasets import Column, Dataset, load_datasets
 from antioom.engine.pipeline import Options, Target, run_import
 from antioom.engine.progress import ProgressEvent, Summary, rss_mb, utc_now
 from antioom.engine.records import Dialect
@@ -55,7 +58,12 @@ from antioom.server.live import FINAL, LiveImport, Registry
 from antioom.server.metrics import Metrics
 from antioom.server.options import CsvOptions, csv_options
 from antioom.server.settings import Settings
-from antioom.server.uploads import BodyDecoder, UnsupportedMediaType
+from antioom.server.uploads import (
+    BodyDecoder,
+    CloseUnreadBodies,
+    UnsupportedMediaType,
+    file_name,
+)
 from antioom.sinks import open_sink
 
 log = logging.getLogger("antioom.server")
@@ -63,6 +71,12 @@ IMPORT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 STATIC = Path(__file__).parent / "static"
 T = TypeVar("T")
 REJECT_FLUSH = 1000
+FILENAME_HELP = (
+    "the file's name, kept in the import record (or the header X-File-Name, percent-encoded; "
+    "a multipart part's filename otherwise)"
+)
+RESERVED_IDS = ("check",)  # GET /imports/check is the pre-flight, not a record
+RULES = ("min", "max", "gt", "lt", "min_length", "max_length", "pattern", "choices")
 BEARER = HTTPBearer(auto_error=False, description="an API key (ANTIOOM_API_KEYS)")
 QUERY_TOKEN = APIKeyQuery(
     name="token",
@@ -97,6 +111,52 @@ def in_own_thread(name: str, func: Callable[..., T], *args: Any) -> asyncio.Futu
 
     threading.Thread(target=run, name=name, daemon=True).start()
     return future
+
+
+class RecordOrigin:
+    """Where an upload came from, as its record says. A multipart body names its file only in
+    its part headers, after the record was first saved: :meth:`name` updates the record then,
+    unless the final save came first (the lock orders the two)."""
+
+    def __init__(self, origin: Origin) -> None:
+        self.origin = origin
+        self.lock = threading.Lock()
+        self.final = False
+
+
+def number(value: Any) -> Any:
+    """A rule's Decimal bound as a JSON number."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+def column_json(column: Column) -> dict[str, Any]:
+    """A dataset column for ``GET /datasets``: name, type, source header, rules."""
+    rules = {name: number(getattr(column, name)) for name in RULES}
+    rules = {name: value for name, value in rules.items() if value is not None}
+    if column.type == "decimal":
+        rules.update(precision=column.precision, scale=column.scale)
+    if not column.trim:
+        rules["trim"] = False
+    return {
+        "name": column.name,
+        "type": column.type,
+        "source": column.header,
+        "required": column.required,
+        "rules": rules,
+    }
+
+
+def dataset_json(dataset: Dataset) -> dict[str, Any]:
+    return {
+        "name": dataset.name,
+        "table": dataset.table,
+        "mode": dataset.mode,
+        "key": list(dataset.key),
+        "updated_at": dataset.updated_at,
+        "columns": [column_json(column) for column in dataset.columns],
+    }
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -161,6 +221,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = registry
     if not settings.keys:
         app.add_middleware(LoopbackOnly, allowed_origins=allowed_origins)
+    app.add_middleware(CloseUnreadBodies)  # outermost: the 403s above close too
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -218,8 +279,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ) -> tuple[int, dict[str, Any]]:
         """Run one upload through the engine; returns (HTTP status, import record)."""
         import_id = request.headers.get("x-import-id") or uuid.uuid4().hex
-        if not IMPORT_ID.match(import_id):
-            raise HTTPException(400, "X-Import-Id must be 1-64 letters, digits, '.', '_', '-'")
+        check_import_id(import_id)
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > settings.max_upload_bytes:
             raise HTTPException(413, f"upload larger than {settings.max_upload_bytes} bytes")
@@ -248,6 +308,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             registry.finish(import_id)
             metrics.in_flight.dec()
 
+    def check_import_id(import_id: str) -> None:
+        if not IMPORT_ID.match(import_id):
+            raise HTTPException(400, "X-Import-Id must be 1-64 letters, digits, '.', '_', '-'")
+        if import_id in RESERVED_IDS:
+            raise HTTPException(400, f"X-Import-Id {import_id!r} is reserved")
+
+    def upload_origin(request: Request, decoder: BodyDecoder) -> Origin:
+        """The record's origin: the file's name (``X-File-Name``, percent-encoded, or
+        ``?filename=``; a multipart part's filename comes later), its size (a raw body's
+        Content-Length) and the name of the API key it came with."""
+        header = request.headers.get("x-file-name")
+        name = file_name(header, quoted=True) or file_name(request.query_params.get("filename"))
+        length = request.headers.get("content-length", "")
+        raw = decoder.found_file  # a raw body is the file itself
+        return Origin(
+            this_process(),
+            source=name,
+            source_bytes=int(length) if raw and length.isdigit() else None,
+            uploaded_by=getattr(request.state, "api_key_name", None),
+        )
+
+    def name_record(summary: Summary, origin: RecordOrigin, name: str) -> None:
+        """Save the file name a multipart body gave, unless the final save came first."""
+        with origin.lock:
+            origin.origin = replace(origin.origin, source=name)
+            if not origin.final:
+                with suppress(DatabaseUnavailable):  # the final save has it too
+                    store().save(summary, origin.origin)
+
     async def run_upload(
         request: Request,
         live: LiveImport,
@@ -260,13 +349,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         table = target.table or (target.dataset.table if target.dataset else dataset_label)
         summary = Summary(live.id, "running", dataset_label, table)
         summary.started_at = utc_now()  # the engine's format: records sort by it
-        kept = await asyncio.to_thread(start_record, summary)
+        origin = RecordOrigin(upload_origin(request, decoder))
+        kept = await asyncio.to_thread(start_record, summary, origin.origin)
         heartbeats.add(live.id)
         await registry.publish(live.id, event_state(summary_state(summary)))
         engine = in_own_thread(
-            f"antioom-import-{live.id[:16]}", run_engine, live, sink, target, summary, dialect, kept
+            f"antioom-import-{live.id[:16]}",
+            run_engine,
+            live,
+            sink,
+            target,
+            summary,
+            dialect,
+            kept,
+            origin,
+            decoder,
         )
-        pump = asyncio.create_task(pump_body(request, live, decoder))
+        pump = asyncio.create_task(pump_body(request, live, decoder, summary, origin))
         try:
             both: set[asyncio.Future[Any]] = {pump, engine}
             await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
@@ -282,7 +381,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.to_thread(sink.close)
         metrics.observe(result)
         await registry.publish(live.id, event_state(summary_state(result)))
-        record = {**summary_record(result), "rejects_kept": kept}
+        record = {**summary_record(result), "rejects_kept": kept, **origin_json(origin.origin)}
         if refused is not None:
             return refused[0], {**record, "error": refused[1]}
         if status != 200:
@@ -301,8 +400,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 upload_pool, channel.send_blocking, piece
             )
 
+    def origin_json(origin: Origin) -> dict[str, Any]:
+        return {
+            "source": origin.source,
+            "source_bytes": origin.source_bytes,
+            "uploaded_by": origin.uploaded_by,
+        }
+
     async def pump_body(
-        request: Request, live: LiveImport, decoder: BodyDecoder
+        request: Request,
+        live: LiveImport,
+        decoder: BodyDecoder,
+        summary: Summary,
+        origin: RecordOrigin,
     ) -> tuple[int, str] | None:
         """Body chunks → CSV bytes → the channel, ending it either way. Returns the HTTP status
         and reason when the upload itself is refused (too large, stalled).
@@ -327,7 +437,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     reason = f"upload larger than {settings.max_upload_bytes} bytes"
                     live.channel.close(ImportCancelled(reason))
                     return 413, reason
-                for piece in decoder.feed(chunk):
+                pieces = decoder.feed(chunk)
+                if decoder.file_name and origin.origin.source is None:  # before its first byte
+                    await asyncio.to_thread(name_record, summary, origin, decoder.file_name)
+                for piece in pieces:
                     await send(live.channel, piece)
             decoder.finish()
             live.channel.close()
@@ -342,7 +455,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise
         return None
 
-    def start_record(summary: Summary) -> int:
+    def start_record(summary: Summary, origin: Origin) -> int:
         """Save the record of a starting import; returns the rejects it keeps. A resumed import
         keeps those of the records its ledger holds: the later ones are reported again."""
         import_id = summary.import_id
@@ -350,7 +463,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if store().exists(import_id):
             committed = store().committed(import_id)
             kept = store().drop_rejects_after(import_id, committed.records)
-        store().save(summary, Origin(this_process()), rejects_kept=kept)
+        store().save(summary, origin, rejects_kept=kept)
         return kept
 
     def run_engine(
@@ -360,6 +473,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         initial: Summary,
         dialect: Dialect,
         kept: int,
+        origin: RecordOrigin,
+        decoder: BodyDecoder,
     ) -> tuple[Summary, int, int]:
         """The engine, in its own thread. Always returns the final (stored) summary, the
         HTTP status it calls for (decided by the error's type rather than its message), and
@@ -419,16 +534,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             status = 500
         finally:
             live.channel.abandon()
-        save_final(summary, flush, lambda: stored)
+        with origin.lock:
+            origin.final = True
+            if origin.origin.source_bytes is None and decoder.complete:
+                origin.origin = replace(origin.origin, source_bytes=decoder.file_bytes)
+            save_final(summary, flush, lambda: stored, origin.origin)
         return summary, status, stored
 
-    def save_final(summary: Summary, flush: Callable[[], None], kept: Callable[[], int]) -> None:
+    def save_final(
+        summary: Summary, flush: Callable[[], None], kept: Callable[[], int], origin: Origin
+    ) -> None:
         """Save the final record, retrying while the database is away. If it stays away, the
         record is left ``running``; recovery later marks it ``interrupted`` from the ledger."""
         for delay in (0.5, 1.0, 2.0, 0.0):
             try:
                 flush()
-                store().save(summary, rejects_kept=kept())
+                store().save(summary, origin, rejects_kept=kept())
                 return
             except DatabaseUnavailable:
                 time.sleep(delay)
@@ -465,12 +586,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             if dataset is not None:
                 found = resolve_dataset(dataset, settings.datasets)
+                found.with_options(mode=mode_value)  # upsert needs a key: say so now
                 return Target(dataset=found, mode=mode_value), found.name
             if table is None:
                 raise ConfigError("choose a dataset (?dataset=NAME) or a table (?table=NAME)")
             from antioom.engine.datasets import check_identifier
 
             check_identifier(table, "table name")
+            if mode_value == "upsert":
+                raise ConfigError(
+                    "mode upsert needs a key: a table import inserts; upsert into a dataset "
+                    "that declares one"
+                )
             return Target(table=table, mode=mode_value), table
         except ConfigError as exc:
             raise HTTPException(400, str(exc)) from None
@@ -487,6 +614,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dataset: str | None = Query(None, description="dataset name"),
         table: str | None = Query(None, description="table name (columns inferred)"),
         mode: str | None = Query(None, description="insert or upsert"),
+        filename: str | None = Query(None, description=FILENAME_HELP),
     ) -> JSONResponse:
         """The body is the CSV (raw, gzip/zstd, or a multipart `file` field). The CSV options
         default to detection, like `antioom import`; a bad one is a 400 before the body is
@@ -507,6 +635,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         csv_opts: Annotated[CsvOptions, Depends(csv_options)],
         dataset: str | None = Query(None, description="dataset name (default: products)"),
         mode: str | None = Query(None, description="insert or upsert"),
+        filename: str | None = Query(None, description=FILENAME_HELP),
     ) -> JSONResponse:
         target, label = target_for(dataset, None, mode, "products")
         target = csv_opts.apply(target)
@@ -515,6 +644,57 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return JSONResponse(record, status)
         stats = {"processed": record["processed"], "failed": record["failed"]}
         return JSONResponse({"message": "Upload completed", "stats": stats, **record})
+
+    @app.get(
+        "/imports/check",
+        summary="Check an upload before sending its body (pre-flight)",
+        tags=["imports"],
+        dependencies=write_guard,
+    )
+    async def check_import(
+        request: Request,
+        csv_opts: Annotated[CsvOptions, Depends(csv_options)],
+        dataset: str | None = Query(None, description="dataset name"),
+        table: str | None = Query(None, description="table name (columns inferred)"),
+        mode: str | None = Query(None, description="insert or upsert"),
+        size: int | None = Query(None, ge=0, description="the file's size in bytes"),
+    ) -> dict[str, Any]:
+        """What `POST /imports` checks before reading a body, with the same query (and
+        `X-Import-Id`, `Authorization`): the target, the mode, the CSV options, the size
+        against the upload limit, the key, and that the database answers. 200 means the
+        upload would start; errors are those the upload would get."""
+        import_id = request.headers.get("x-import-id")
+        if import_id is not None:
+            check_import_id(import_id)
+        target, label = target_for(dataset, table, mode, None)
+        target = csv_opts.apply(target)
+        if size is not None and size > settings.max_upload_bytes:
+            raise HTTPException(413, f"upload larger than {settings.max_upload_bytes} bytes")
+        await asyncio.to_thread(lambda: store().ping())  # 503 when the database is away
+        found = target.dataset
+        return {
+            "ok": True,
+            "dataset": found.name if found else None,
+            "table": target.table or (found.table if found else label),
+            "mode": target.mode or (found.mode if found else "insert"),
+            "uploaded_by": getattr(request.state, "api_key_name", None),
+        }
+
+    @app.get(
+        "/datasets", summary="Declared datasets and their columns", tags=["datasets"],
+        dependencies=read_guard,
+    )  # fmt: skip
+    async def list_datasets() -> dict[str, Any]:
+        """The datasets an upload may name (`?dataset=`): the built-in ones and those of the
+        datasets file, with their table, mode, key and columns (type, required, rules)."""
+        try:
+            found = load_datasets(settings.datasets or os.environ.get("ANTIOOM_DATASETS") or None)
+        except ConfigError as exc:
+            raise HTTPException(500, str(exc)) from None
+        return {
+            "datasets": [dataset_json(found[name]) for name in sorted(found)],
+            "default": "products" if "products" in found else None,
+        }
 
     @app.get("/imports", summary="Imports, newest first", tags=["imports"], dependencies=read_guard)
     async def list_imports(
@@ -572,10 +752,38 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tags=["imports"],
         dependencies=url_guard,
     )
-    async def get_rejects(import_id: str) -> StreamingResponse:
-        """The kept rejects (at most `stored_rejects_per_import`); the headers
-        `X-Rejects-Kept` and `X-Rejects-Total` say whether some were not kept."""
+    async def get_rejects(
+        import_id: str,
+        format: Literal["csv", "json"] = Query("csv", description="csv (a download) or json"),
+        limit: int = Query(100, ge=1, le=1000, description="json: rows per page"),
+        offset: int = Query(0, ge=0, description="json: rows to skip"),
+        reason: str | None = Query(None, description="json: only the rejects of this reason"),
+    ) -> Response:
+        """The kept rejects (at most `stored_rejects_per_import`), in record order; the
+        headers `X-Rejects-Kept` and `X-Rejects-Total` say whether some were not kept.
+        `format=json` answers one page: `{"rejects": [{record, line, column, reason, raw}],
+        "kept", "total", ...}`."""
         record = await get_record(import_id)
+        kept_total = {
+            "X-Rejects-Kept": str(record.get("rejects_kept") or 0),
+            "X-Rejects-Total": str(record.get("failed") or 0),
+        }
+        if format == "json":
+            rows = await asyncio.to_thread(store().reject_page, import_id, limit, offset, reason)
+            names = ("record", "line", "column", "reason", "raw")
+            page = [dict(zip(names, row, strict=True)) for row in rows]
+            return JSONResponse(
+                {
+                    "id": import_id,
+                    "rejects": page,
+                    "limit": limit,
+                    "offset": offset,
+                    "reason": reason,
+                    "kept": int(kept_total["X-Rejects-Kept"]),
+                    "total": int(kept_total["X-Rejects-Total"]),
+                },
+                headers=kept_total,
+            )
 
         def lines() -> Iterator[str]:
             buffer = io.StringIO()
@@ -594,10 +802,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             media_type="text/csv",
             headers={
                 "Content-Disposition": f'attachment; filename="{import_id}-rejects.csv"',
-                "X-Rejects-Kept": str(record.get("rejects_kept") or 0),
-                "X-Rejects-Total": str(record.get("failed") or 0),
+                **kept_total,
             },
         )
+
+    @app.get(
+        "/imports/{import_id}/rejects/summary",
+        summary="Rejected rows counted per reason",
+        tags=["imports"],
+        dependencies=read_guard,
+    )
+    async def rejects_summary(import_id: str) -> dict[str, Any]:
+        """How many of the kept rejects each reason has (most frequent first), with how many
+        were kept of how many (`cap`: the most an import keeps)."""
+        record = with_live(await get_record(import_id))
+        reasons = await asyncio.to_thread(store().reject_reasons, import_id)
+        return {
+            "id": import_id,
+            "status": record["status"],
+            "kept": sum(count for _, count in reasons),
+            "total": record.get("failed") or 0,
+            "cap": settings.stored_rejects_per_import,
+            "reasons": [{"reason": reason, "count": count} for reason, count in reasons],
+        }
 
     @app.get(
         "/imports/{import_id}/events",

@@ -92,25 +92,34 @@ class Guard:
     """API keys and rate limits; the app's routes call :meth:`check` as a dependency."""
 
     def __init__(self, settings: Settings) -> None:
-        self.keys = [key.encode() for key in settings.keys]
+        self.keys = [(name, token.encode()) for name, token in settings.named_keys]
         self.public_reads = settings.public_reads
         self.requests = RateLimiter(settings.rate_limit_per_minute)
         self.failures = RateLimiter(settings.auth_failures_per_minute)
 
-    def check(self, request: Request, token: str | None, *, write: bool) -> None:
+    def check(self, request: Request, token: str | None, *, write: bool) -> str | None:
         """Failure budget first (a guesser learns nothing more once it is spent, not even
-        that a key is right), then the request budget, then the key."""
+        that a key is right), then the request budget, then the key. Returns the name of the
+        key that matched (also kept as ``request.state.api_key_name``), None if none was
+        needed."""
         client = client_key(request)
         self.failures.refuse_if_spent(client, "too many failed authentications, retry later")
         self.requests.check(client)
+        request.state.api_key_name = None
         if not self.keys or (self.public_reads and not write):
-            return
+            return None
         presented = (token or "").encode()
-        if not any(hmac.compare_digest(presented, key) for key in self.keys):
+        matched = None
+        for name, key in self.keys:  # every key is compared: the time tells nothing
+            if hmac.compare_digest(presented, key):
+                matched = name
+        if matched is None:
             self.failures.add(client)
             raise HTTPException(
                 401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"}
             )
+        request.state.api_key_name = matched
+        return matched
 
 
 def host_name(host: str) -> str:

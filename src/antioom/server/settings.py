@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from antioom.api import DEFAULT_DB
+from antioom.errors import ConfigError
+
+KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 
 
 class Settings(BaseSettings):
@@ -18,7 +23,8 @@ class Settings(BaseSettings):
     api_keys: str = Field(
         default="",
         validation_alias=AliasChoices("ANTIOOM_API_KEYS", "API_KEY", "api_keys"),
-        description="comma-separated bearer tokens; API_KEY (the seed's name) works too",
+        description="comma-separated bearer tokens, each optionally named (`name:token`; a "
+        "plain token is named key1, key2… by its position); API_KEY (the seed's name) works too",
     )
     max_upload_bytes: int = 1 << 30
     max_decompressed_bytes: int = Field(
@@ -59,4 +65,26 @@ class Settings(BaseSettings):
 
     @property
     def keys(self) -> list[str]:
-        return [key.strip() for key in self.api_keys.split(",") if key.strip()]
+        """The bearer tokens."""
+        return [token for _, token in self.named_keys]
+
+    @property
+    def named_keys(self) -> list[tuple[str, str]]:
+        """``(name, token)`` per key: ``name:token`` entries name themselves, a plain token is
+        ``key<N>`` by its position (a token holding ``:`` must therefore be given a name)."""
+        entries = [entry.strip() for entry in self.api_keys.split(",") if entry.strip()]
+        named: list[tuple[str, str]] = []
+        for position, entry in enumerate(entries, 1):
+            name, sep, token = entry.partition(":")
+            if not sep:
+                name, token = f"key{position}", entry
+            name, token = name.strip(), token.strip()
+            if not KEY_NAME.match(name) or not token:
+                raise ConfigError(
+                    f"API key #{position}: use TOKEN or NAME:TOKEN (a name of letters, digits, "
+                    "'_', '.', '@', '-')"
+                )
+            if name in (known for known, _ in named):
+                raise ConfigError(f"API key name {name!r} is given twice")
+            named.append((name, token))
+        return named
