@@ -608,3 +608,25 @@ async def test_a_type_for_an_unknown_column_is_400(db_url: str) -> None:
     assert response.status_code == 400, response.text
     assert "nope" in one_line_error(response)
     assert record["status"] == "failed"
+
+
+async def test_limit_and_max_rejects_over_http(db_url: str) -> None:
+    body = b"sku,name,price\n" + b"".join(
+        f"S{i},n,{-1 if i % 10 == 9 else 1}\n".encode() for i in range(100)
+    )
+    async with client_with(db_url) as client:
+        limited = await client.post("/imports?dataset=products&limit=25", content=body, headers=CSV)
+        stopped = await client.post(
+            "/imports?dataset=products&max_rejects=0", content=body, headers=CSV
+        )
+        negative = await client.post(
+            "/imports?dataset=products&limit=-1", content=body, headers=CSV
+        )
+    assert limited.status_code == 200
+    assert (limited.json()["rows"], limited.json()["processed"]) == (25, 23)
+    assert stopped.status_code == 422
+    assert (
+        stopped.json()["status"] == "failed"
+        and "more than the 0 allowed" in stopped.json()["error"]
+    )
+    assert negative.status_code == 400

@@ -39,7 +39,6 @@ from antioom.api import resolve_dataset
 from antioom.engine.datasets import Column, Dataset, load_datasets
 from antioom.engine.pipeline import Options, Target, run_import
 from antioom.engine.progress import ProgressEvent, Summary, rss_mb, utc_now
-from antioom.engine.records import Dialect
 from antioom.engine.rejects import Reject, RejectsWriter, neutralise_formula
 from antioom.engine.source import ByteChannel, CountingReader, DecompressedTooLarge
 from antioom.errors import (
@@ -50,6 +49,7 @@ from antioom.errors import (
     ImportCancelled,
     InputError,
     TargetError,
+    TooManyRejects,
 )
 from antioom.history import Heartbeats, Origin, Store, is_live, open_store, recover, this_process
 from antioom.server.docs import add_docs
@@ -275,7 +275,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return record_json(data)
 
     async def start_import(
-        request: Request, target: Target, dataset_label: str, dialect: Dialect
+        request: Request, target: Target, dataset_label: str, options: Options
     ) -> tuple[int, dict[str, Any]]:
         """Run one upload through the engine; returns (HTTP status, import record)."""
         import_id = request.headers.get("x-import-id") or uuid.uuid4().hex
@@ -303,7 +303,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         metrics.in_flight.inc()
         try:
-            return await run_upload(request, live, decoder, target, dataset_label, dialect)
+            return await run_upload(request, live, decoder, target, dataset_label, options)
         finally:
             registry.finish(import_id)
             metrics.in_flight.dec()
@@ -343,7 +343,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         decoder: BodyDecoder,
         target: Target,
         dataset_label: str,
-        dialect: Dialect,
+        options: Options,
     ) -> tuple[int, dict[str, Any]]:
         sink = await asyncio.to_thread(open_sink, settings.db_url)
         table = target.table or (target.dataset.table if target.dataset else dataset_label)
@@ -360,7 +360,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sink,
             target,
             summary,
-            dialect,
+            options,
             kept,
             origin,
             decoder,
@@ -471,7 +471,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sink: Any,
         target: Target,
         initial: Summary,
-        dialect: Dialect,
+        options: Options,
         kept: int,
         origin: RecordOrigin,
         decoder: BodyDecoder,
@@ -509,7 +509,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 reader,
                 sink,
                 target,
-                Options(dialect=dialect, batch_size=settings.batch_size, import_id=live.id),
+                replace(options, batch_size=settings.batch_size, import_id=live.id),
                 on_progress=on_progress,
                 on_reject=on_reject,
                 flush_rejects=flush,
@@ -524,7 +524,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 status = 413
             elif isinstance(exc, DatabaseUnavailable | DatabaseLost):
                 status = 503
-            elif isinstance(exc, TargetError):  # the request is well-formed; the table refuses it
+            elif isinstance(exc, TargetError | TooManyRejects):  # well-formed, but refused
                 status = 422
             else:
                 status = 400
@@ -621,7 +621,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         read. The record's `dialect` says how the file was read (and what was detected)."""
         target, label = target_for(dataset, table, mode, None)
         target = csv_opts.apply(target)
-        status, record = await start_import(request, target, label, csv_opts.dialect)
+        status, record = await start_import(request, target, label, csv_opts.options())
         return JSONResponse(record, status)
 
     @app.post(
@@ -639,7 +639,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ) -> JSONResponse:
         target, label = target_for(dataset, None, mode, "products")
         target = csv_opts.apply(target)
-        status, record = await start_import(request, target, label, csv_opts.dialect)
+        status, record = await start_import(request, target, label, csv_opts.options())
         if status != 200:
             return JSONResponse(record, status)
         stats = {"processed": record["processed"], "failed": record["failed"]}

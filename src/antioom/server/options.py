@@ -13,7 +13,7 @@ from typing import Annotated
 
 from fastapi import HTTPException, Query
 
-from antioom.engine.pipeline import Target
+from antioom.engine.pipeline import Options, Target
 from antioom.engine.records import Dialect
 from antioom.errors import ConfigError
 
@@ -88,6 +88,12 @@ class CsvOptions:
     dialect: Dialect
     types: dict[str, str] | None = None
     infer: bool = True
+    limit: int | None = None
+    max_rejects: int | None = None
+
+    def options(self) -> Options:
+        """The engine options they ask for (the server sets batch size and import id)."""
+        return Options(dialect=self.dialect, limit=self.limit, max_rejects=self.max_rejects)
 
     def apply(self, target: Target) -> Target:
         """``target`` with the column options; HTTP 400 if it is a dataset, whose columns
@@ -145,6 +151,13 @@ def csv_options(
     infer: bool = Query(
         True, description="Table imports: false makes every column text (no type inference)."
     ),
+    limit: int | None = Query(None, ge=0, description="Import the first N records only."),
+    max_rejects: int | None = Query(
+        None,
+        ge=0,
+        description="Stop the import (422) once more rows than this are rejected; batches "
+        "committed before stay. 0: stop at the first rejected row.",
+    ),
 ) -> CsvOptions:
     """The upload's CSV options, checked before any of the body is read (HTTP 400)."""
     try:
@@ -159,6 +172,6 @@ def csv_options(
             comment=comment,
             null=null,
         )
-        return CsvOptions(dialect, types_from_query(types), infer)
+        return CsvOptions(dialect, types_from_query(types), infer, limit, max_rejects)
     except ConfigError as exc:
         raise HTTPException(400, str(exc)) from None
