@@ -7,62 +7,18 @@ browser is never downloaded. Without them the test is skipped, unless
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 from conftest import antioom_command, clean_env
 from server_helpers import Served, serve
 
 ROWS = 200_000
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-
-
-def chromium_path() -> str | None:
-    for candidate in (os.environ.get("ANTIOOM_CHROMIUM"), "/usr/bin/chromium"):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def unavailable(reason: str) -> NoReturn:
-    if os.environ.get("ANTIOOM_REQUIRE_SERVICES") == "1":
-        pytest.fail(reason + " (ANTIOOM_REQUIRE_SERVICES=1)")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        unavailable("Playwright for Python is not installed (pip install -e '.[dev]')")
-    executable = chromium_path()
-    if executable is None:
-        unavailable("Chromium is not installed (apt-get install -y chromium)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable, args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture

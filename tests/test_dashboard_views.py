@@ -15,11 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import test_dashboard
 from conftest import clean_env
 from server_helpers import Served, free_port, serve, wait_health
-
-browser = test_dashboard.browser  # the Chromium fixture, shared with test_dashboard
 
 DATASETS = """
 [datasets.customers]

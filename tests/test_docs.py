@@ -4,39 +4,18 @@ the API's operations, also when the app is mounted under a prefix."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import pytest
 from fastapi import FastAPI
 from server_helpers import serve, uvicorn_thread
-from test_dashboard import ARTIFACTS, CHROMIUM_ARGS, chromium_path, unavailable
+from test_dashboard import ARTIFACTS
 
 from antioom.server import Settings, create_app
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        unavailable("Playwright for Python is not installed (pip install -e '.[dev]')")
-    executable = chromium_path()
-    if executable is None:
-        unavailable("Chromium is not installed (apt-get install -y chromium)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable, args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 class Offline:

@@ -14,13 +14,13 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
 import pytest
 from bson import Decimal128, Int64
-from conftest import write_types_dataset
+from conftest import unavailable, write_types_dataset
 from pymongo import MongoClient
 from pymongo.collection import Collection
 from pymongo.database import Database
@@ -42,12 +42,6 @@ def _with_database(url: str, name: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path="/" + name))
 
 
-def _unavailable(reason: str) -> NoReturn:
-    if os.environ.get("ANTIOOM_REQUIRE_SERVICES") == "1":
-        pytest.fail(reason + " (ANTIOOM_REQUIRE_SERVICES=1)")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def mongo_server_url() -> Iterator[str]:
     """A reachable MongoDB-compatible server: ANTIOOM_TEST_MONGO_URL, else SecantusDB."""
@@ -57,7 +51,7 @@ def mongo_server_url() -> Iterator[str]:
         try:
             client.admin.command("ping")
         except Exception as exc:
-            _unavailable(f"MongoDB not reachable at {url}: {str(exc).splitlines()[0]}")
+            unavailable(f"MongoDB not reachable at {url}: {str(exc).splitlines()[0]}")
         finally:
             client.close()
         yield url
@@ -69,7 +63,7 @@ def mongo_server_url() -> Iterator[str]:
         server = SecantusDBServer(port=0, storage_path=":memory:", replica_set_name=None)
         server.start()
     except Exception as exc:
-        _unavailable(f"cannot start SecantusDB: {type(exc).__name__}: {exc}")
+        unavailable(f"cannot start SecantusDB: {type(exc).__name__}: {exc}")
     try:
         yield server.uri
     finally:
