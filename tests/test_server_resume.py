@@ -224,20 +224,25 @@ def test_recovery_marks_only_records_whose_owner_is_gone(tmp_path: Path) -> None
             store.save(Summary(import_id, "running", "products", "products"), Origin(owner))
 
         running("mine-alive", this_process())
+        running("mine-beating", this_process())  # an import_csv call beside the server
         running("here-dead", f"{socket.gethostname()}:999999999:1")
         running("far-fresh", "another-host:1:1")
         running("far-stale", "another-host:2:2")
         beats = Heartbeats(lambda: store, interval_s=0.1)
         beats.add("far-fresh")  # stands in for the other host's heartbeat thread
+        beats.add("mine-beating")
         time.sleep(0.5)
 
         marked = recover(store, lease_s=0.3, running_here={"mine-alive"})
 
         beats.stop()
         assert sorted(marked) == ["far-stale", "here-dead"]
-        statuses = {i: store.get(i)["status"] for i in ("mine-alive", "far-fresh")}  # type: ignore[index]
-        assert statuses == {"mine-alive": "running", "far-fresh": "running"}
-        assert recover(store, lease_s=0.3) == ["mine-alive"]  # not running here any more
+        kept = ("mine-alive", "mine-beating", "far-fresh")
+        statuses = {i: store.get(i)["status"] for i in kept}  # type: ignore[index]
+        assert statuses == dict.fromkeys(kept, "running")
+        time.sleep(0.4)  # a lease without heartbeats
+        # not running here any more, their heartbeats stopped:
+        assert sorted(recover(store, lease_s=0.3)) == ["far-fresh", "mine-alive", "mine-beating"]
     finally:
         store.close()
 

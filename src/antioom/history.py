@@ -153,7 +153,7 @@ def recover(
     marked = []
     for record in store.running():
         if record.get("owner") == me:
-            gone = record["id"] not in running_here
+            gone = record["id"] not in running_here and record["id"] not in _beating
         else:
             gone = not is_live(record, lease_s)
         if gone and store.mark_interrupted(record, store.committed(record["id"])):
@@ -206,6 +206,11 @@ def resumable(store: Store, key: str, table: str) -> str | None:
     return import_id
 
 
+# Imports of this process that some Heartbeats keeps alive: recover() leaves them alone even
+# when the process runs a server's recovery beside its own import_csv calls (an embedding app).
+_beating: set[str] = set()
+
+
 class Heartbeats:
     """A daemon thread refreshing the heartbeat of this process's running imports."""
 
@@ -220,6 +225,7 @@ class Heartbeats:
     def add(self, import_id: str) -> None:
         with self._lock:
             self._ids.add(import_id)
+            _beating.add(import_id)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="antioom-heartbeat")
                 self._thread.daemon = True
@@ -228,6 +234,7 @@ class Heartbeats:
     def remove(self, import_id: str) -> None:
         with self._lock:
             self._ids.discard(import_id)
+            _beating.discard(import_id)
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval_s):
@@ -239,6 +246,8 @@ class Heartbeats:
 
     def stop(self) -> None:
         self._stop.set()
+        with self._lock:
+            _beating.difference_update(self._ids)
 
 
 class ImportStore:

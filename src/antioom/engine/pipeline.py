@@ -133,12 +133,15 @@ def run_import(
         meter.summary.dataset = dataset.name
         meter.summary.table = dataset.table
         validator = Validator(dataset, _included(records, target, dataset))
+        if target.reset != "drop":  # prepare first: it also brings an older ledger up to date
+            sink.prepare(dataset, alter=target.alter)
         earlier = sink.committed(import_id)
         if target.reset is not None:
             if earlier.batches:
                 raise ConfigError(f"cannot {target.reset} the table when resuming {import_id}")
             sink.clear(dataset.table, drop=target.reset == "drop")
-        sink.prepare(dataset, alter=target.alter)
+            if target.reset == "drop":  # a table of another shape is gone: create this one
+                sink.prepare(dataset, alter=target.alter)
         if earlier.batches:
             _resume(meter.summary, earlier)
             blocks = _after(blocks, earlier.records)
