@@ -288,9 +288,11 @@ def unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Debian's Chromium driven by Playwright (never a downloaded browser), for the session."""
+    """Debian's Chromium driven by Playwright (never a downloaded browser). Per module, not per
+    session: Playwright's sync API keeps an event loop running while it is open, and the async
+    tests of other modules need to run their own."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
