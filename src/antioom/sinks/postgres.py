@@ -249,6 +249,11 @@ class PostgresSink(Sink):
     def encode(self, table: pa.Table) -> bytes:
         if self.dataset.mode == "upsert":
             table = keep_last(table, self.dataset.key)
+        elif self.dataset.key:
+            # A keyed insert's direct COPY takes its key locks in key order, so concurrent
+            # imports of overlapping keys wait for each other instead of deadlocking. The sort
+            # is stable: among equal keys the first occurrence stays first (staging path).
+            table = table.sort_by([(name, "ascending") for name in self.dataset.key])
         sink = pa.BufferOutputStream()
         pa_csv.write_csv(table, sink, CSV_WRITE)
         return bytes(sink.getvalue())
