@@ -193,6 +193,56 @@ def _main(
     """Stream CSV files of any size into databases in flat memory."""
 
 
+# Options that antioom import and antioom upload share: one declaration, one help text.
+DelimiterOption = Annotated[
+    str | None,
+    typer.Option(help="Field delimiter; \\t for tab. \\[default: detected among , | ; tab]"),
+]
+QuoteOption = Annotated[
+    str | None,
+    typer.Option(help="Quote character; empty for none. \\[default: detected, \" or ']"),
+]
+EscapeOption = Annotated[
+    str | None,
+    typer.Option(help="Escape character; empty for none. \\[default: detected, none or \\]"),
+]
+EncodingOption = Annotated[
+    str | None,
+    typer.Option(help="Text encoding (any Python codec). \\[default: from a BOM, else UTF-8]"),
+]
+HeaderOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--header/--no-header",
+        help="Whether the first record is a header. \\[default: detected]",
+    ),
+]
+ColumnsOption = Annotated[
+    str | None,
+    typer.Option(help="Column names, comma-separated (a header row is then skipped)."),
+]
+SkipOption = Annotated[
+    int | None,
+    typer.Option(help="Skip this many lines first. \\[default: a preamble is detected]"),
+]
+CommentOption = Annotated[
+    str | None, typer.Option(help="Drop lines starting with this character, e.g. #.")
+]
+NullOption = Annotated[
+    str | None,
+    typer.Option(help="Values read as NULL, comma-separated, e.g. NULL,\\N,NA (besides empty)."),
+]
+TypesOption = Annotated[
+    list[str] | None,
+    typer.Option("--type", help="With --table: force a column's type, NAME=TYPE (repeatable)."),
+]
+NoInferOption = Annotated[
+    bool, typer.Option("--no-infer", help="With --table: every column is text.")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+
+
 @app.command("import", cls=_Command, epilog=IMPORT_EPILOG)
 def import_command(
     path: Annotated[str, typer.Argument(help="CSV file (plain, .gz or .zst), or - for stdin.")],
@@ -212,56 +262,20 @@ def import_command(
         str | None, typer.Option(help="insert or upsert. \\[default: the dataset's mode]")
     ] = None,
     key: Annotated[str | None, typer.Option(help="Key columns, comma-separated.")] = None,
-    delimiter: Annotated[
-        str | None,
-        typer.Option(help="Field delimiter; \\t for tab. \\[default: detected among , | ; tab]"),
-    ] = None,
-    quote: Annotated[
-        str | None,
-        typer.Option(help="Quote character; empty for none. \\[default: detected, \" or ']"),
-    ] = None,
-    escape: Annotated[
-        str | None,
-        typer.Option(help="Escape character; empty for none. \\[default: detected, none or \\]"),
-    ] = None,
+    delimiter: DelimiterOption = None,
+    quote: QuoteOption = None,
+    escape: EscapeOption = None,
     sniff: Annotated[
         bool, typer.Option("--sniff", hidden=True, help="Kept for old scripts: always on.")
     ] = False,
-    encoding: Annotated[
-        str | None,
-        typer.Option(help="Text encoding (any Python codec). \\[default: from a BOM, else UTF-8]"),
-    ] = None,
-    header: Annotated[
-        bool | None,
-        typer.Option(
-            "--header/--no-header",
-            help="Whether the first record is a header. \\[default: detected]",
-        ),
-    ] = None,
-    columns: Annotated[
-        str | None,
-        typer.Option(help="Column names, comma-separated (a header row is then skipped)."),
-    ] = None,
-    skip: Annotated[
-        int | None,
-        typer.Option(help="Skip this many lines first. \\[default: a preamble is detected]"),
-    ] = None,
-    comment: Annotated[
-        str | None, typer.Option(help="Drop lines starting with this character, e.g. #.")
-    ] = None,
-    null: Annotated[
-        str | None,
-        typer.Option(
-            help="Values read as NULL, comma-separated, e.g. NULL,\\N,NA (besides empty)."
-        ),
-    ] = None,
-    types: Annotated[
-        list[str] | None,
-        typer.Option("--type", help="With --table: force a column's type, NAME=TYPE (repeatable)."),
-    ] = None,
-    no_infer: Annotated[
-        bool, typer.Option("--no-infer", help="With --table: every column is text.")
-    ] = False,
+    encoding: EncodingOption = None,
+    header: HeaderOption = None,
+    columns: ColumnsOption = None,
+    skip: SkipOption = None,
+    comment: CommentOption = None,
+    null: NullOption = None,
+    types: TypesOption = None,
+    no_infer: NoInferOption = False,
     batch_size: Annotated[int, typer.Option(help="Rows per batch/transaction.")] = (
         DEFAULT_BATCH_SIZE
     ),
@@ -332,8 +346,8 @@ def import_command(
             "'Unit Price=price'.",
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Import a CSV file into a database, streaming, in flat memory.
 
@@ -861,55 +875,19 @@ def upload(
             "it committed. Not for stdin."
         ),
     ] = 3,
-    delimiter: Annotated[
-        str | None,
-        typer.Option(help="Field delimiter; \\t for tab. \\[default: detected among , | ; tab]"),
-    ] = None,
-    quote: Annotated[
-        str | None,
-        typer.Option(help="Quote character; empty for none. \\[default: detected, \" or ']"),
-    ] = None,
-    escape: Annotated[
-        str | None,
-        typer.Option(help="Escape character; empty for none. \\[default: detected, none or \\]"),
-    ] = None,
-    encoding: Annotated[
-        str | None,
-        typer.Option(help="Text encoding (any Python codec). \\[default: from a BOM, else UTF-8]"),
-    ] = None,
-    header: Annotated[
-        bool | None,
-        typer.Option(
-            "--header/--no-header",
-            help="Whether the first record is a header. \\[default: detected]",
-        ),
-    ] = None,
-    columns: Annotated[
-        str | None,
-        typer.Option(help="Column names, comma-separated (a header row is then skipped)."),
-    ] = None,
-    skip: Annotated[
-        int | None,
-        typer.Option(help="Skip this many lines first. \\[default: a preamble is detected]"),
-    ] = None,
-    comment: Annotated[
-        str | None, typer.Option(help="Drop lines starting with this character, e.g. #.")
-    ] = None,
-    null: Annotated[
-        str | None,
-        typer.Option(
-            help="Values read as NULL, comma-separated, e.g. NULL,\\N,NA (besides empty)."
-        ),
-    ] = None,
-    types: Annotated[
-        list[str] | None,
-        typer.Option("--type", help="With --table: force a column's type, NAME=TYPE (repeatable)."),
-    ] = None,
-    no_infer: Annotated[
-        bool, typer.Option("--no-infer", help="With --table: every column is text.")
-    ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    delimiter: DelimiterOption = None,
+    quote: QuoteOption = None,
+    escape: EscapeOption = None,
+    encoding: EncodingOption = None,
+    header: HeaderOption = None,
+    columns: ColumnsOption = None,
+    skip: SkipOption = None,
+    comment: CommentOption = None,
+    null: NullOption = None,
+    types: TypesOption = None,
+    no_infer: NoInferOption = False,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Stream a CSV file to an anti-oom server and print the import's summary.
 
