@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from server_helpers import products_csv
+from server_helpers import asgi_client, products_csv
 from test_mongo import mongo_server_url, mongo_url  # noqa: F401 - fixtures used by name
 from test_mysql import mysql_url  # noqa: F401 - fixture used by name
 
@@ -37,10 +37,8 @@ async def client(tmp_path: Path, **settings: Any) -> AsyncIterator[httpx.AsyncCl
     app = create_app(
         Settings(db_url=f"sqlite:///{tmp_path / 'server.db'}", rate_limit_per_minute=0, **settings)
     )
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
-            yield http
+    async with asgi_client(app) as http:
+        yield http
 
 
 def test_api_keys_may_be_named() -> None:

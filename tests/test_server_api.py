@@ -18,8 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
-from server_helpers import HEADER, products_csv
+from server_helpers import HEADER, asgi_client, products_csv
 
 import antioom.server.app as server_app
 from antioom.server import Settings, create_app
@@ -39,17 +38,8 @@ def db_url(tmp_path: Path) -> str:
 
 
 @asynccontextmanager
-async def client_for(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """An httpx client talking to ``app`` (lifespan running) over ASGI."""
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
-            yield client
-
-
-@asynccontextmanager
 async def client_with(db_url: str, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
-    async with client_for(create_app(Settings(db_url=db_url, **settings))) as client:
+    async with asgi_client(create_app(Settings(db_url=db_url, **settings))) as client:
         yield client
 
 

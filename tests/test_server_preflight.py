@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import antioom_command, clean_env
-from server_helpers import Served, curl, products_csv, serve
+from server_helpers import Served, asgi_client, curl, products_csv, serve
 
 from antioom.server import Settings, create_app
 
@@ -63,10 +63,8 @@ async def client(tmp_path: Path, **settings: Any) -> AsyncIterator[httpx.AsyncCl
     app = create_app(
         Settings(db_url=f"sqlite:///{tmp_path / 'server.db'}", rate_limit_per_minute=0, **settings)
     )
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
-            yield http
+    async with asgi_client(app) as http:
+        yield http
 
 
 @pytest.mark.anyio
