@@ -547,7 +547,7 @@ def _import_id(
     # in another process or was of other data must leave that import's rejects file alone.
     check_can_run(store, import_id, source_key(path))
     committed = store.committed(import_id)
-    return import_id, committed.records if committed.batches else None
+    return import_id, committed.end_record if committed.batches else None
 
 
 def _committed_rows(db: str, import_id: str) -> int | None:

@@ -34,7 +34,7 @@ from antioom.engine.progress import Summary, utc_now
 from antioom.engine.rejects import Reject
 from antioom.errors import DatabaseUnavailable, ImportConflict
 from antioom.sinks import scheme_of
-from antioom.sinks.base import LEDGER_TABLE, LEDGER_TOTALS, Committed, ledger_totals
+from antioom.sinks.base import ALL_SEQS, LEDGER_TABLE, LEDGER_TOTALS, Committed, ledger_totals
 from antioom.sinks.sqlite import connect as connect_sqlite
 from antioom.sinks.sqlite import sqlite_path
 
@@ -455,7 +455,7 @@ class ImportStore:
         query = query.replace("sum(rows)", f"sum({self.quote}rows{self.quote})")
         try:
             with self._cursor() as cursor:
-                cursor.execute(query, (import_id,))
+                cursor.execute(query, (import_id, ALL_SEQS.start, ALL_SEQS.stop))
                 return ledger_totals(cursor.fetchone())
         except DatabaseUnavailable:
             raise

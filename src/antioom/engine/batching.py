@@ -38,6 +38,9 @@ class Batch:
     seq: int
     table: pa.Table
     segments: list[_Segment] = field(default_factory=list, repr=False)
+    # The first input record this batch accounts for: the one after the batch before it (the
+    # records between were rejected), so that the ledger's spans add up to the records read.
+    start_record: int = 1
     payload: Any = field(default=None, repr=False)  # the sink's encoding, made off-thread
     # Called by the sink with the rows the database refused (RowErrors), just before it
     # commits the batch: the engine makes their rejects durable first, so that a crash right
@@ -71,9 +74,12 @@ def rebatch(
     batch_size: int,
     batch_bytes: int,
     first_seq: int = 0,
+    first_record: int = 1,
 ) -> Iterator[Batch]:
-    """Cut a stream of validated blocks into batches (sequence numbers from ``first_seq``)."""
+    """Cut a stream of validated blocks into batches (sequence numbers from ``first_seq``;
+    the first accounts for the records from ``first_record``)."""
     seq = first_seq
+    start = first_record
     pieces: list[pa.Table] = []
     segments: list[_Segment] = []
     rows = 0
@@ -91,11 +97,13 @@ def rebatch(
             size += piece.num_rows * row_bytes
             offset += piece.num_rows
             if rows >= batch_size or size >= batch_bytes:
-                yield Batch(import_id, seq, _combine(pieces), segments)
+                batch = Batch(import_id, seq, _combine(pieces), segments, start)
+                yield batch
                 seq += 1
+                start = batch.end_record + 1
                 pieces, segments, rows, size = [], [], 0, 0
     if pieces:
-        yield Batch(import_id, seq, _combine(pieces), segments)
+        yield Batch(import_id, seq, _combine(pieces), segments, start)
 
 
 def _combine(pieces: list[pa.Table]) -> pa.Table:

@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from antioom.engine.batching import Batch, rebatch
 from antioom.engine.datasets import Dataset
+from antioom.engine.parts import Part
 from antioom.engine.progress import Meter, ProgressEvent, Summary
 from antioom.engine.records import Block, CsvRecords, Dialect
 from antioom.engine.rejects import Reject
@@ -39,7 +40,7 @@ from antioom.errors import (
     InputError,
     TooManyRejects,
 )
-from antioom.sinks.base import Committed, Sink
+from antioom.sinks.base import ALL_SEQS, Committed, Sink
 
 QUEUE_BATCHES = 2
 DEFAULT_BATCH_SIZE = 20_000
@@ -69,6 +70,7 @@ class Options:
     import_id: str | None = None
     limit: int | None = None  # import the first N records only
     max_rejects: int | None = None  # fail (TooManyRejects) once more rows are rejected
+    part: Part | None = None  # the source is this part of a split input (engine.parts)
 
 
 class _End:
@@ -107,6 +109,9 @@ def run_import(
     An import id the sink's ledger already holds is resumed: the records its committed batches
     account for are parsed but skipped (not validated, not written, their rejects not reported
     again), and the summary counts them from the ledger (``resumed_from``).
+
+    With ``options.part``, ``source`` holds that part's bytes only (parsed with
+    ``options.dialect``, the plan's), and the summary and the resume point are the part's.
     """
     import_id = options.import_id or uuid.uuid4().hex
     name = target.dataset.name if target.dataset else (target.table or "")
@@ -118,7 +123,9 @@ def run_import(
     if target.dataset is not None and dialect.header is None:
         dialect = replace(dialect, header=True)  # a dataset's columns are found by name
     try:
-        records = CsvRecords(decompressed(source), dialect)
+        part = options.part
+        first_record = part.first_record if part is not None else 1
+        records = CsvRecords(decompressed(source), dialect, first_record=first_record)
         meter.summary.dialect = records.report
         meter.summary.notes = records.notes
         if records.empty:
@@ -135,7 +142,8 @@ def run_import(
         validator = Validator(dataset, _included(records, target, dataset))
         if target.reset != "drop":  # prepare first: it also brings an older ledger up to date
             sink.prepare(dataset, alter=target.alter)
-        earlier = sink.committed(import_id)
+        earlier = sink.committed(import_id, part.seqs if part is not None else ALL_SEQS)
+        first_seq = earlier.next_seq if earlier.batches else (part.seqs.start if part else 0)
         if target.reset is not None:
             if earlier.batches:
                 raise ConfigError(f"cannot {target.reset} the table when resuming {import_id}")
@@ -144,7 +152,7 @@ def run_import(
                 sink.prepare(dataset, alter=target.alter)
         if earlier.batches:
             _resume(meter.summary, earlier)
-            blocks = _after(blocks, earlier.records)
+            blocks = _after(blocks, earlier.end_record)
         if options.limit is not None:
             blocks = _upto(blocks, options.limit)
     except AntioomError as exc:
@@ -172,7 +180,8 @@ def run_import(
                 import_id,
                 batch_size=options.batch_size,
                 batch_bytes=options.batch_bytes,
-                first_seq=earlier.next_seq,
+                first_seq=first_seq,
+                first_record=earlier.end_record + 1 if earlier.batches else first_record,
             ):
                 batch.payload = sink.encode(batch.table)
                 put(batch)

@@ -14,6 +14,7 @@ number of fields are not errors here: they are collected as rejects with their r
 from __future__ import annotations
 
 import bisect
+import codecs
 import csv
 import io
 import re
@@ -184,13 +185,14 @@ class _MalformedRows:
     reader parses serially (``use_threads=False``); that number places the reject.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, first_record: int = 1) -> None:
         self._lock = threading.Lock()
+        self._offset = first_record - 1
         self.numbers: list[int] = []
         self.rejects: list[Reject] = []
 
     def __call__(self, row: Any) -> str:
-        record = int(row.number)
+        record = self._offset + int(row.number)
         reason = f"expected {row.expected_columns} fields, found {row.actual_columns}"
         reject = Reject(record=record, column=None, reason=reason, values={"": _shown(row.text)})
         with self._lock:
@@ -245,11 +247,15 @@ class CsvRecords:
     no record at all (not even a header).
     """
 
-    def __init__(self, stream: Readable, dialect: Dialect) -> None:
+    def __init__(self, stream: Readable, dialect: Dialect, *, first_record: int = 1) -> None:
         self.dialect = dialect
+        self.first_record = first_record
         head = PeekableReader(stream)
         encoding = dialect.encoding or detect_encoding(head.peek(1024))
+        self._bom = len(codecs.BOM_UTF8) if head.peek(3) == codecs.BOM_UTF8 else 0
         self._decoder = Utf8Reader(head, encoding)
+        self.encoding = self._decoder.encoding
+        self.data_offset: int | None = None
         decoded: Readable = self._decoder
         quote = dialect.quote_char if dialect.quote_char is not None else '"'
         if dialect.comment is not None:
@@ -288,7 +294,7 @@ class CsvRecords:
         self._check_one_column_header(sniffed)
         self._reader: pa_csv.CSVStreamingReader | _NoRecords | None = None
         self._gate = _ReadAheadGate(_CrSafeReader(self._stream), READAHEAD_BLOCKS)
-        self._malformed = _MalformedRows()
+        self._malformed = _MalformedRows(first_record)
 
     def _sniff(self) -> Sniffed:
         """Read the sample, detect what is not given, and consume the preamble and header."""
@@ -296,6 +302,8 @@ class CsvRecords:
         limit = dialect.max_record_bytes
         if csv.field_size_limit() < limit:  # only ever raised: the limit is process-wide
             csv.field_size_limit(limit)
+        if _fully_given(dialect):
+            return self._given(dialect)
         size = min(SAMPLE_BYTES, limit)
         while True:
             sample = self._stream.peek(size)
@@ -321,7 +329,36 @@ class CsvRecords:
         self._skipped_lines = (dialect.skip_lines or 0) + _count_lines(body[: sniffed.preamble_end])
         consumed = (skipped or 0) + sniffed.data_start
         self._stream.read(len(text[:consumed].encode("utf-8")))
+        self.data_offset = self._raw_length(text[:consumed])
         return sniffed
+
+    def _raw_length(self, text: str) -> int | None:
+        """How many input bytes ``text`` (the preamble and header) came from, when that is
+        known: no undecodable bytes in it and no comment lines dropped."""
+        if self.dialect.comment is not None or has_markers(text):
+            return None
+        try:
+            return self._bom + len(text.encode(self.encoding))
+        except UnicodeEncodeError:
+            return None
+
+    def _given(self, dialect: Dialect) -> Sniffed:
+        """Nothing to detect (a part of a split input): the data starts at the first byte."""
+        assert dialect.columns is not None
+        self._skipped_lines = 0
+        self.data_offset = self._bom
+        if not self._stream.peek(1):
+            return self._empty_input("")
+        return Sniffed(
+            delimiter=dialect.delimiter or ",",
+            quote=dialect.quote_char or "",
+            escape=dialect.escape_char or "",
+            header=False,
+            width=len(dialect.columns),
+            names=[],
+            preamble_end=0,
+            data_start=0,
+        )
 
     def _sniff_sample(self, body: str, at_eof: bool, *, final: bool) -> Sniffed | None:
         """Sniff ``body``; None when the sample is too short to tell (a header or a quoted
@@ -405,7 +442,7 @@ class CsvRecords:
         if self.empty:
             return
         reader = self._open(include)
-        next_record = 1
+        next_record = self.first_record
         while True:
             try:
                 self._gate.release()
@@ -499,6 +536,18 @@ class _NoRecords:
 
     def close(self) -> None:
         pass
+
+
+def _fully_given(dialect: Dialect) -> bool:
+    """Every setting given and no header or preamble to find: the data starts at once."""
+    return (
+        dialect.delimiter is not None
+        and dialect.quote_char is not None
+        and dialect.escape_char is not None
+        and dialect.header is False
+        and bool(dialect.columns)
+        and dialect.skip_lines == 0
+    )
 
 
 def _skip_lines(text: str, count: int) -> int | None:

@@ -462,7 +462,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         kept = 0
         if store().exists(import_id):
             committed = store().committed(import_id)
-            kept = store().drop_rejects_after(import_id, committed.records)
+            kept = store().drop_rejects_after(import_id, committed.end_record)
         store().save(summary, origin, rejects_kept=kept)
         return kept
 

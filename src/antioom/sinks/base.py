@@ -49,20 +49,28 @@ class WriteResult:
     duplicate: bool = False
 
 
+# Every batch sequence number: what a query over a whole import (all its parts) asks for.
+ALL_SEQS = range(0, 1 << 62)
+
+
 @dataclass(frozen=True)
 class Committed:
-    """What the ledger holds of one import: the batches earlier runs committed.
+    """What the ledger holds of one import, or of one part of it: the batches committed.
 
-    Batches are committed in input order, so they account for a prefix of the input: records
-    ``1..records``. Of those, ``rows`` were sent to the database, which refused ``refused``;
-    the other ``records - rows`` were rejected before (validation, malformed).
+    Each batch accounts for a span of input records: from the record after the batch before
+    it (or the part's first) to its last row's, ``end_record``. The batches of one part are
+    committed in input order, so they cover its records up to the largest ``end_record``,
+    where a resumed part starts again; parts may have gaps between them. The spans hold
+    ``records`` records, of which ``rows`` were sent to the database, which refused
+    ``refused``; the other ``records - rows`` were rejected before (validation, malformed).
     """
 
     batches: int = 0
     next_seq: int = 0
-    records: int = 0
+    end_record: int = 0
     rows: int = 0
     refused: int = 0
+    records: int = 0
 
     @property
     def committed_rows(self) -> int:
@@ -74,24 +82,33 @@ class Committed:
 
 
 def ledger_totals(row: Sequence[Any] | None) -> Committed:
-    """``Committed`` from ``SELECT count(*), max(seq), max(end_record), sum(rows),
-    sum(refused)`` over one import's ledger rows (the query ``LEDGER_TOTALS`` formats)."""
+    """``Committed`` from the totals ``LEDGER_TOTALS`` selects over one import's (or one
+    part's) ledger rows."""
     if row is None or not row[0]:
         return Committed()
-    batches, last_seq, records, rows, refused = row
-    if records is None:
+    batches, last_seq, end_record, rows, refused, spans, spanned = row
+    if end_record is None:
         raise ImportConflict(
             "this import was written by an older antioom that kept no resume point: "
             "start a new import"
         )
-    return Committed(int(batches), int(last_seq) + 1, int(records), int(rows), int(refused or 0))
+    # Batches from before spans were recorded: one stream from record 1, as then.
+    records = int(spans) if int(spanned) == int(batches) else int(end_record)
+    return Committed(
+        int(batches), int(last_seq) + 1, int(end_record), int(rows), int(refused or 0), records
+    )
 
 
 LEDGER_TOTALS = (
-    "SELECT count(*), max(seq), max(end_record), sum(rows), sum(refused) FROM {ledger} "
-    "WHERE import_id = {p}"
+    "SELECT count(*), max(seq), max(end_record), sum(rows), sum(refused), "
+    "sum(end_record - start_record + 1), count(start_record) FROM {ledger} "
+    "WHERE import_id = {p} AND seq >= {p} AND seq < {p}"
 )
-LEDGER_COLUMNS_ADDED = {"end_record": "BIGINT", "refused": "INTEGER NOT NULL DEFAULT 0"}
+LEDGER_COLUMNS_ADDED = {
+    "end_record": "BIGINT",
+    "refused": "INTEGER NOT NULL DEFAULT 0",
+    "start_record": "BIGINT",
+}
 
 
 def before_commit(batch: Batch, errors: Sequence[RowError]) -> None:
@@ -146,13 +163,15 @@ class Sink(abc.ABC):
         return table
 
     @abc.abstractmethod
-    def committed(self, import_id: str) -> Committed:
-        """What earlier runs of ``import_id`` committed (nothing where there is no ledger)."""
+    def committed(self, import_id: str, seqs: range = ALL_SEQS) -> Committed:
+        """What earlier runs of ``import_id`` committed in batches ``seqs`` (one part's, or
+        all), nothing where there is no ledger."""
 
     @abc.abstractmethod
     def write(self, batch: Batch) -> WriteResult:
         """Write and commit one batch, exactly once per (import id, seq), with its ledger row
-        ``(import_id, seq, rows, end_record, refused)`` in the same transaction.
+        ``(import_id, seq, rows, start_record, end_record, refused)`` in the same
+        transaction.
 
         Raises DatabaseLost when the connection fails; the batch is then not committed.
         """

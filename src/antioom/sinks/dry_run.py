@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from antioom.engine.batching import Batch
 from antioom.engine.datasets import Dataset
-from antioom.sinks.base import Committed, Sink, WriteResult
+from antioom.sinks.base import ALL_SEQS, Committed, Sink, WriteResult
 
 
 class DryRunSink(Sink):
@@ -24,7 +24,7 @@ class DryRunSink(Sink):
     def clear(self, table: str, *, drop: bool) -> None:
         """Nothing to clear: nothing is written."""
 
-    def committed(self, import_id: str) -> Committed:
+    def committed(self, import_id: str, seqs: range = ALL_SEQS) -> Committed:
         return Committed()
 
     def encode(self, table: pa.Table) -> Any:

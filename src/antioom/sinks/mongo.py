@@ -65,6 +65,7 @@ from antioom.engine.datasets import UPDATED_AT, Column, Dataset
 from antioom.errors import ConfigError, DatabaseLost, DatabaseUnavailable, TargetError
 from antioom.sinks import redact
 from antioom.sinks.base import (
+    ALL_SEQS,
     LEDGER_TABLE,
     Committed,
     RowError,
@@ -251,6 +252,7 @@ class MongoSink(Sink):
             entry = {
                 **claim,
                 "rows": batch.rows,
+                "start_record": batch.start_record,
                 "end_record": batch.end_record,
                 "refused": len(errors),
                 "committed_at": now,
@@ -336,9 +338,9 @@ class MongoSink(Sink):
         landed = {d["_id"] for d in self.collection.find({"_id": {"$in": ids}}, ["_id"])}
         return [error for error in refused if requests[error["index"]].get("_id") not in landed]
 
-    def committed(self, import_id: str) -> Committed:
+    def committed(self, import_id: str, seqs: range = ALL_SEQS) -> Committed:
         try:
-            return ledger_committed(self.db[LEDGER_TABLE], import_id)
+            return ledger_committed(self.db[LEDGER_TABLE], import_id, seqs)
         except PyMongoError as exc:
             raise DatabaseUnavailable(f"MongoDB failed: {_reason(exc)}") from None
 
@@ -346,10 +348,14 @@ class MongoSink(Sink):
         self.client.close()
 
 
-def ledger_committed(ledger: Collection[Document], import_id: str) -> Committed:
-    """The ledger's totals for ``import_id`` (see :class:`~antioom.sinks.base.Committed`)."""
+def ledger_committed(
+    ledger: Collection[Document], import_id: str, seqs: range = ALL_SEQS
+) -> Committed:
+    """The ledger's totals for ``import_id``'s batches ``seqs`` (see
+    :class:`~antioom.sinks.base.Committed`)."""
+    span = {"$add": [{"$subtract": ["$end_record", "$start_record"]}, 1]}
     pipeline: list[dict[str, Any]] = [
-        {"$match": {"import_id": import_id}},
+        {"$match": {"import_id": import_id, "seq": {"$gte": seqs.start, "$lt": seqs.stop}}},
         {
             "$group": {
                 "_id": None,
@@ -358,6 +364,8 @@ def ledger_committed(ledger: Collection[Document], import_id: str) -> Committed:
                 "end": {"$max": "$end_record"},
                 "rows": {"$sum": "$rows"},
                 "refused": {"$sum": "$refused"},
+                "spans": {"$sum": span},
+                "spanned": {"$sum": {"$cond": [{"$ifNull": ["$start_record", False]}, 1, 0]}},
             }
         },
     ]
@@ -366,7 +374,15 @@ def ledger_committed(ledger: Collection[Document], import_id: str) -> Committed:
         return Committed()
     totals = found[0]
     return ledger_totals(
-        (totals["batches"], totals["seq"], totals["end"], totals["rows"], totals["refused"])
+        (
+            totals["batches"],
+            totals["seq"],
+            totals["end"],
+            totals["rows"],
+            totals["refused"],
+            totals["spans"],
+            totals["spanned"],
+        )
     )
 
 

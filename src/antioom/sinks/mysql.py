@@ -63,8 +63,10 @@ from antioom.engine.batching import Batch
 from antioom.engine.datasets import UPDATED_AT, Column, Dataset
 from antioom.errors import ConfigError, DatabaseLost, DatabaseUnavailable, TargetError
 from antioom.sinks.base import (
+    ALL_SEQS,
     LEDGER_COLUMNS_ADDED,
     LEDGER_TABLE,
+    LEDGER_TOTALS,
     Committed,
     RowError,
     Sink,
@@ -102,7 +104,7 @@ LEDGER_DEFINITION = (
     f"CREATE TABLE IF NOT EXISTS `{LEDGER_TABLE}` ("
     "`import_id` VARCHAR(255) COLLATE utf8mb4_bin NOT NULL, "
     "`seq` BIGINT NOT NULL, `rows` INT NOT NULL, `committed_at` DATETIME(6) "
-    "NOT NULL DEFAULT CURRENT_TIMESTAMP(6), `end_record` BIGINT, "
+    "NOT NULL DEFAULT CURRENT_TIMESTAMP(6), `end_record` BIGINT, `start_record` BIGINT, "
     "`refused` INT NOT NULL DEFAULT 0, PRIMARY KEY (`import_id`, `seq`)) "
     "ENGINE=InnoDB DEFAULT CHARSET utf8mb4"
 )
@@ -378,9 +380,9 @@ class MySQLSink(Sink):
         """Insert the batch's ledger row; False if the batch was committed before."""
         try:
             cursor.execute(
-                f"INSERT INTO {q(LEDGER_TABLE)} (`import_id`, `seq`, `rows`, `end_record`) "
-                "VALUES (%s, %s, %s, %s)",
-                (batch.import_id, batch.seq, batch.rows, batch.end_record),
+                f"INSERT INTO {q(LEDGER_TABLE)} (`import_id`, `seq`, `rows`, `start_record`, "
+                "`end_record`) VALUES (%s, %s, %s, %s, %s)",
+                (batch.import_id, batch.seq, batch.rows, batch.start_record, batch.end_record),
             )
         except pymysql.err.IntegrityError as exc:
             if exc.args and exc.args[0] == DUPLICATE_KEY:
@@ -431,14 +433,12 @@ class MySQLSink(Sink):
 
         return write_isolating(table.num_rows, write_range, _row_error)
 
-    def committed(self, import_id: str) -> Committed:
-        query = (  # LEDGER_TOTALS, with `rows` quoted: a reserved word in MySQL
-            "SELECT count(*), max(`seq`), max(`end_record`), sum(`rows`), sum(`refused`) "
-            f"FROM {q(LEDGER_TABLE)} WHERE `import_id` = %s"
-        )
+    def committed(self, import_id: str, seqs: range = ALL_SEQS) -> Committed:
+        # LEDGER_TOTALS, with `rows` quoted: a reserved word in MySQL
+        query = LEDGER_TOTALS.format(ledger=q(LEDGER_TABLE), p="%s").replace("rows)", "`rows`)")
         try:
             with self.conn.cursor() as cursor:
-                cursor.execute(query, (import_id,))
+                cursor.execute(query, (import_id, seqs.start, seqs.stop))
                 row = cursor.fetchone()
             self.conn.commit()
         except pymysql.Error as exc:

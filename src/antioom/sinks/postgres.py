@@ -38,6 +38,7 @@ from antioom.engine.batching import Batch, keep_last
 from antioom.engine.datasets import UPDATED_AT, Column, Dataset
 from antioom.errors import ConfigError, DatabaseLost, DatabaseUnavailable, TargetError
 from antioom.sinks.base import (
+    ALL_SEQS,
     LEDGER_COLUMNS_ADDED,
     LEDGER_TABLE,
     LEDGER_TOTALS,
@@ -76,7 +77,7 @@ LOCK_CLASS = 0x616E7469
 LEDGER_DEFINITION = (
     "CREATE TABLE IF NOT EXISTS {} (import_id text NOT NULL, "
     "seq bigint NOT NULL, rows integer NOT NULL, "
-    "committed_at timestamptz NOT NULL DEFAULT now(), end_record bigint, "
+    "committed_at timestamptz NOT NULL DEFAULT now(), end_record bigint, start_record bigint, "
     "refused integer NOT NULL DEFAULT 0, PRIMARY KEY (import_id, seq))"
 )
 
@@ -284,10 +285,10 @@ class PostgresSink(Sink):
         with self.conn.transaction():
             claimed = self.conn.execute(
                 sql.SQL(
-                    "INSERT INTO {} (import_id, seq, rows, end_record) "
-                    "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING"
+                    "INSERT INTO {} (import_id, seq, rows, start_record, end_record) "
+                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
                 ).format(LEDGER),
-                (batch.import_id, batch.seq, batch.rows, batch.end_record),
+                (batch.import_id, batch.seq, batch.rows, batch.start_record, batch.end_record),
             ).rowcount
             if not claimed:
                 recorded = self.conn.execute(
@@ -375,11 +376,12 @@ class PostgresSink(Sink):
             return False
         return True
 
-    def committed(self, import_id: str) -> Committed:
+    def committed(self, import_id: str, seqs: range = ALL_SEQS) -> Committed:
         query = sql.SQL(LEDGER_TOTALS.format(ledger="{}", p="%s")).format(LEDGER)
         try:
             with self.conn.transaction():
-                return ledger_totals(self.conn.execute(query, (import_id,)).fetchone())
+                found = self.conn.execute(query, (import_id, seqs.start, seqs.stop)).fetchone()
+                return ledger_totals(found)
         except pg_errors.UndefinedTable:  # no batch was ever written here
             return Committed()
         except psycopg.Error as exc:

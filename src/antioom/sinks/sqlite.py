@@ -25,6 +25,7 @@ from antioom.engine.batching import Batch
 from antioom.engine.datasets import UPDATED_AT, Dataset
 from antioom.errors import ConfigError, DatabaseLost, DatabaseUnavailable, TargetError
 from antioom.sinks.base import (
+    ALL_SEQS,
     LEDGER_COLUMNS_ADDED,
     LEDGER_TABLE,
     LEDGER_TOTALS,
@@ -106,7 +107,7 @@ class SQLiteSink(Sink):
             self.conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {q(LEDGER_TABLE)} (import_id TEXT NOT NULL, "
                 "seq INTEGER NOT NULL, rows INTEGER NOT NULL, committed_at TEXT NOT NULL, "
-                "end_record INTEGER, refused INTEGER NOT NULL DEFAULT 0, "
+                "end_record INTEGER, refused INTEGER NOT NULL DEFAULT 0, start_record INTEGER, "
                 "PRIMARY KEY (import_id, seq))"
             )
             ledger = {
@@ -211,12 +212,13 @@ class SQLiteSink(Sink):
             try:
                 claimed = conn.execute(
                     f"INSERT OR IGNORE INTO {ledger} (import_id, seq, rows, committed_at, "
-                    "end_record) VALUES (?, ?, ?, ?, ?)",
+                    "start_record, end_record) VALUES (?, ?, ?, ?, ?, ?)",
                     (
                         batch.import_id,
                         batch.seq,
                         batch.rows,
                         datetime.now(UTC).isoformat(),
+                        batch.start_record,
                         batch.end_record,
                     ),
                 ).rowcount
@@ -243,10 +245,11 @@ class SQLiteSink(Sink):
             raise DatabaseLost(f"SQLite failed: {exc}") from None
         return WriteResult(errors)
 
-    def committed(self, import_id: str) -> Committed:
+    def committed(self, import_id: str, seqs: range = ALL_SEQS) -> Committed:
         query = LEDGER_TOTALS.format(ledger=q(LEDGER_TABLE), p="?")
         try:
-            return ledger_totals(self.conn.execute(query, (import_id,)).fetchone())
+            found = self.conn.execute(query, (import_id, seqs.start, seqs.stop)).fetchone()
+            return ledger_totals(found)
         except sqlite3.Error as exc:
             if "no such table" in str(exc):  # no batch was ever written here
                 return Committed()

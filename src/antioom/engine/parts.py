@@ -1,0 +1,301 @@
+"""Splitting one CSV into parts that separate pipelines import side by side.
+
+A part is a byte range of the (uncompressed) input that starts and ends on record boundaries,
+and knows the number of its first record, so that every part reports the same record numbers
+a single pass would. :func:`plan` finds them in one streaming pass (bounded memory, vectorised
+in Arrow): the dialect and header are read from the head as usual, then the data is scanned
+for record ends, following the quote state by counting quote characters.
+
+Counting quotes is exact only for well-formed quoting (RFC 4180: a quote opens a value right
+after a delimiter or a line end, closes it right before one, and doubles inside it). The scan
+checks that every quote in the file sits where RFC 4180 puts it, that lines end in ``\\n`` or
+``\\r\\n``, and that the encoding keeps ASCII bytes as they are; when any of that does not hold
+(or an escape character or comments are in use, or the input is small), the plan has one part:
+the import is still exact, only not parallel.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from antioom.engine.records import CsvRecords, Dialect
+from antioom.engine.source import PeekableReader, Readable
+
+SCAN_CHUNK = 8 << 20
+MIN_PART_BYTES = 16 << 20  # smaller parts cost more in start-up than they gain
+# A batch's seq is ``part * PART_SEQS + n``: stable across retries of a part, and the ledger
+# rows of one part are a range of seqs (its resume point is found within it).
+PART_SEQS = 1 << 32
+
+NEWLINE, CR = 0x0A, 0x0D
+
+
+@dataclass(frozen=True)
+class Part:
+    """Bytes ``start..end`` of the input: records ``first_record…`` (``index`` of ``count``)."""
+
+    index: int
+    count: int
+    start: int
+    end: int
+    first_record: int
+
+    @property
+    def seqs(self) -> range:
+        """The batch sequence numbers this part's batches take."""
+        return range(self.index * PART_SEQS, (self.index + 1) * PART_SEQS)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How to import one input in parts.
+
+    ``dialect`` parses every part: with several, the detected one with the header's names
+    given (the parts hold data records only); with one, the dialect as given (it starts at
+    byte 0 and reads its own header). ``why_one_part`` says why the input was not split."""
+
+    dialect: Dialect
+    parts: list[Part]
+    records: int | None  # data records in the input, when the scan counted them
+    report: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    why_one_part: str | None = None
+
+
+OpenRange = Callable[[int, int | None], Readable]
+
+
+def plan(
+    open_range: OpenRange,
+    size: int,
+    dialect: Dialect,
+    parts: int,
+    *,
+    min_part_bytes: int = MIN_PART_BYTES,
+) -> Plan:
+    """Split the ``size`` bytes that ``open_range(start, end)`` reads into up to ``parts`` parts."""
+    records = CsvRecords(PeekableReader(open_range(0, None)), dialect)
+    try:
+        head = _head(records)
+    finally:
+        records.close()
+    resolved, start = head
+    if records.empty or start is None:
+        why = "the input is empty" if records.empty else "the head's bytes cannot be located"
+        return _one_part(records, dialect, size, why)
+    wanted = min(parts, max(1, (size - start) // max(1, min_part_bytes)))
+    unsplittable = _not_splittable(records)
+    if unsplittable is None and wanted <= 1:
+        unsplittable = f"the input is smaller than {parts} parts of {min_part_bytes >> 20} MiB"
+    if unsplittable is not None:
+        return _one_part(records, dialect, size, unsplittable)
+    scan = _Scanner(records.delimiter, records.quote, one_column=len(records.header) == 1)
+    step = (size - start) / wanted
+    targets = [start + round(step * k) for k in range(1, wanted)]
+    boundaries = scan.run(open_range(start, size), start, targets)
+    if scan.irregular is not None:
+        return _one_part(records, dialect, size, scan.irregular)
+    cuts = [(start, 1)] + [cut for cut in boundaries if cut[0] < size]
+    cuts = [cut for i, cut in enumerate(cuts) if i == 0 or cut[0] > cuts[i - 1][0]]
+    ends = [cut[0] for cut in cuts[1:]] + [size]
+    made = [
+        Part(index, len(cuts), begin, end, first)
+        for index, ((begin, first), end) in enumerate(zip(cuts, ends, strict=True))
+    ]
+    return Plan(resolved, made, scan.records, records.report, records.notes)
+
+
+def _head(records: CsvRecords) -> tuple[Dialect, int | None]:
+    """The dialect every part parses with (all detected, header names given) and the byte
+    offset of the first data record."""
+    dialect = replace(
+        records.dialect,
+        delimiter=records.delimiter,
+        quote_char=records.quote,
+        escape_char=records.escape,
+        header=False,
+        columns=tuple(records.written_header),
+        encoding=records.encoding,
+        skip_lines=0,
+    )
+    return dialect, records.data_offset
+
+
+def _one_part(records: CsvRecords, dialect: Dialect, size: int, why: str) -> Plan:
+    """The whole input as one part, parsed as a single import would (``dialect`` as given)."""
+    return Plan(dialect, [Part(0, 1, 0, size, 1)], None, records.report, records.notes, why)
+
+
+def _not_splittable(records: CsvRecords) -> str | None:
+    """Why the input cannot be split by counting quotes, or None if it can."""
+    if records.escape:
+        return "an escape character is in use"
+    if records.dialect.comment is not None:
+        return "comment lines are dropped"
+    if not _ascii_compatible(records.encoding):
+        return f"the {records.encoding} encoding does not keep ASCII bytes as they are"
+    return None
+
+
+def _ascii_compatible(encoding: str) -> bool:
+    """UTF-8, or a single-byte encoding whose ASCII bytes are ASCII characters."""
+    name = codecs.lookup(encoding).name
+    if name == "utf-8":
+        return True
+    try:
+        decoded = bytes(range(256)).decode(name, "replace")
+    except (UnicodeDecodeError, LookupError):
+        return False
+    return len(decoded) == 256 and decoded[:128] == "".join(map(chr, range(128)))
+
+
+def _byte(value: int) -> pa.Scalar:
+    """A uint8 scalar: comparing bytes with a Python int would widen the whole chunk."""
+    return pa.scalar(value, pa.uint8())
+
+
+def _bytes_array(data: bytes) -> pa.Array:
+    return pa.Array.from_buffers(pa.uint8(), len(data), [None, pa.py_buffer(data)])
+
+
+class _Scanner:
+    """Finds record ends in a stream of data bytes, chunk by chunk, in Arrow kernels.
+
+    A ``\\n`` ends a record when an even number of quotes precede it (outside quotes). A
+    line that is empty (``\\n`` or ``\\r\\n`` alone) is no record when the file has more than
+    one column, as Arrow skips it; the last line counts if it has no ``\\n``.
+    """
+
+    def __init__(self, delimiter: str, quote: str, *, one_column: bool) -> None:
+        self.delimiter = ord(delimiter)
+        self.quote = ord(quote) if quote else None
+        self.one_column = one_column
+        self.records = 0
+        self.irregular: str | None = None
+        self._in_quotes = False
+        self._last_end = -1  # offset of the last record-ending \n
+        self._previous = NEWLINE  # the byte before this chunk (a line start before the data)
+        self._closing_at_end = False  # a closing quote was the last byte of the chunk
+        self._cr_at_end = False  # an unquoted \r was the last byte of the chunk
+
+    def run(self, stream: Readable, start: int, targets: list[int]) -> list[tuple[int, int]]:
+        """Scan to the end; return, for each target offset, (offset just past the first record
+        end at or after it, number of the record that starts there)."""
+        found: list[tuple[int, int]] = []
+        pending = list(targets)
+        offset = start
+        self._last_end = start - 1
+        try:
+            while self.irregular is None:
+                data = stream.read(SCAN_CHUNK)
+                if not data:
+                    break
+                ends, counted = self._chunk(data, offset)
+                while pending and len(ends) and ends[-1].as_py() >= pending[0]:
+                    target = pending.pop(0)
+                    i = pc.index(pc.greater_equal(ends, target), True).as_py()
+                    before = pc.sum(counted.slice(0, i + 1)).as_py() or 0
+                    found.append((ends[i].as_py() + 1, self.records + before + 1))
+                self.records += pc.sum(counted).as_py() or 0
+                offset += len(data)
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+        if self.irregular is None:
+            self._finish(offset)
+        return found
+
+    def _chunk(self, data: bytes, base: int) -> tuple[pa.Array, pa.Array]:
+        """Record ends in ``data`` (absolute offsets), and whether each one ends a record."""
+        array = _bytes_array(data)
+        separator = pc.or_(
+            pc.or_(pc.equal(array, _byte(self.delimiter)), pc.equal(array, _byte(NEWLINE))),
+            pc.equal(array, _byte(CR)),
+        )
+        if self._closing_at_end and not (separator[0].as_py() or data[0] == self.quote):
+            self.irregular = "a quote is followed by text before the delimiter"
+        if self._cr_at_end and data[0] != NEWLINE:
+            self.irregular = "a line ends in \\r alone"
+        newline = pc.equal(array, _byte(NEWLINE))
+        cr = pc.equal(array, _byte(CR))
+        if self.quote is not None and (self._in_quotes or self.quote in data):
+            quotes = pc.equal(array, _byte(self.quote))
+            odd = pc.bit_wise_and(pc.cumulative_sum(pc.cast(quotes, pa.uint8())), _byte(1))
+            inside = pc.not_equal(
+                odd, _byte(1 if self._in_quotes else 0)
+            )  # the state after each byte
+            self._check_quotes(quotes, inside, pc.or_(separator, quotes), data)
+            outside = pc.invert(inside)
+            newline = pc.and_(newline, outside)
+            cr = pc.and_(cr, outside)
+            self._in_quotes = bool(inside[-1].as_py())
+        self._check_cr(cr, data)
+        positions = pc.indices_nonzero(newline)
+        counted = self._counted(positions, array, base)
+        if len(positions):
+            self._last_end = base + positions[-1].as_py()
+        self._previous = data[-1]
+        return pc.add(positions, base), counted
+
+    def _check_quotes(
+        self, quotes: pa.Array, inside: pa.Array, separator: pa.Array, data: bytes
+    ) -> None:
+        """Every quote opens a value right after a separator, or closes one right before a
+        separator (a doubled quote is both: a close, then an open after a quote)."""
+        before = pa.concat_arrays(
+            [pa.array([self._previous in self._separators()]), separator.slice(0, len(data) - 1)]
+        )
+        after = pa.concat_arrays([separator.slice(1), pa.array([True])])
+        opening = pc.and_(quotes, inside)
+        closing = pc.and_(quotes, pc.invert(inside))
+        if pc.any(pc.and_(opening, pc.invert(before))).as_py():
+            self.irregular = "a quote opens a value in mid-field"
+        elif pc.any(pc.and_(closing, pc.invert(after))).as_py():
+            self.irregular = "a quote is followed by text before the delimiter"
+        self._closing_at_end = bool(closing[-1].as_py())
+
+    def _separators(self) -> bytes:
+        quote = bytes([self.quote]) if self.quote is not None else b""
+        return bytes([self.delimiter, NEWLINE, CR]) + quote
+
+    def _check_cr(self, cr: pa.Array, data: bytes) -> None:
+        """Outside quotes, ``\\r`` only ever comes right before ``\\n``."""
+        after = pa.concat_arrays(
+            [pc.equal(_bytes_array(data[1:]), _byte(NEWLINE)), pa.array([True])]
+        )
+        if pc.any(pc.and_(cr, pc.invert(after))).as_py():
+            self.irregular = "a line ends in \\r alone"
+        self._cr_at_end = bool(cr[-1].as_py())
+
+    def _counted(self, positions: pa.Array, array: pa.Array, base: int) -> pa.Array:
+        """For each line end: 1 if it ends a record, 0 for an empty line that Arrow skips."""
+        if self.one_column or not len(positions):
+            return pa.array([1] * len(positions), pa.int64())
+        ends = pc.cast(positions, pa.int64())
+        starts = pa.concat_arrays(
+            [
+                pa.array([self._last_end - base + 1], pa.int64()),
+                pc.add(ends.slice(0, len(ends) - 1), 1),
+            ]
+        )
+        length = pc.subtract(ends, starts)
+        shifted = pa.concat_arrays([pa.array([self._previous], pa.uint8()), array])
+        cr_before = pc.equal(pc.take(shifted, ends), _byte(CR))  # shifted[i] is the byte before i
+        empty = pc.or_(pc.equal(length, 0), pc.and_(pc.equal(length, 1), cr_before))
+        return pc.cast(pc.invert(empty), pa.int64())
+
+    def _finish(self, size: int) -> None:
+        """The last line counts when it has no ``\\n`` and is not empty."""
+        if self._in_quotes:
+            self.irregular = "a quoted value is not closed at the end of the input"
+            return
+        length = size - self._last_end - 1
+        if length > 0 and not (length == 1 and self._previous == CR):
+            self.records += 1
