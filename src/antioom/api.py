@@ -42,6 +42,7 @@ from antioom.history import (
 )
 from antioom.sinks import open_sink
 from antioom.sinks.dry_run import DryRunSink
+from antioom.workers.jobs import DEFAULT_PARTS, Enqueue
 
 DEFAULT_DB = "sqlite:///antioom.db"
 
@@ -107,34 +108,26 @@ def import_csv(
     :class:`~antioom.errors.TooManyRejects` once more rows are rejected (0: at the first);
     ``dry_run`` reads and validates everything and writes nothing (no database needed).
     """
-    if dataset is None and table is None:
-        raise ConfigError("choose a dataset or a table to import into")
-    if batch_size < 1 or batch_bytes < 1:
-        raise ConfigError("the batch size must be at least 1")
-    if isinstance(dataset, str):
-        dataset = resolve_dataset(dataset, datasets_file)
-    if min(limit or 0, max_rejects or 0) < 0:
-        raise ConfigError("--limit and --max-rejects cannot be negative")
-    target = Target(
+    import_id = import_id or uuid.uuid4().hex
+    target, options = _target_and_options(
+        import_id,
         dataset=dataset,
         table=table,
         mode=mode,
         key=key,
         types=types,
         infer=infer,
+        datasets_file=datasets_file,
+        dialect=dialect,
+        batch_size=batch_size,
+        batch_bytes=batch_bytes,
         renames=renames,
         alter=alter,
         reset=reset,
-    )
-    import_id = import_id or uuid.uuid4().hex
-    options = Options(
-        dialect=dialect or Dialect(),
-        batch_size=batch_size,
-        batch_bytes=batch_bytes,
-        import_id=import_id,
         limit=limit,
         max_rejects=max_rejects,
     )
+    dataset = target.dataset
     db = db or default_db()
     with ExitStack() as stack:
         sink = stack.enter_context(DryRunSink() if dry_run else open_sink(db))
@@ -185,6 +178,132 @@ def import_csv(
             _save_quietly(store, summary)
         summary.dry_run = dry_run
         return summary
+
+
+def queue_csv(
+    source: str | Path | Readable,
+    db: str | None = None,
+    *,
+    staging: str,
+    parts: int = DEFAULT_PARTS,
+    name: str | None = None,
+    uploaded_by: str | None = None,
+    import_id: str | None = None,
+    dataset: str | Dataset | None = None,
+    table: str | None = None,
+    mode: Literal["insert", "upsert"] | None = None,
+    key: tuple[str, ...] | None = None,
+    types: Mapping[str, str] | None = None,
+    infer: bool = True,
+    datasets_file: str | Path | None = None,
+    dialect: Dialect | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_bytes: int = DEFAULT_BATCH_BYTES,
+    renames: Mapping[str, str] | None = None,
+    alter: bool = False,
+    limit: int | None = None,
+    max_rejects: int | None = None,
+    enqueue: Enqueue | None = None,
+) -> Summary:
+    """Stage ``source`` in ``staging`` (a ``file:///`` directory or ``s3://bucket/prefix``)
+    and queue its import for the workers (``antioom worker``); returns the queued record.
+
+    The workers split an input they can (inserts without a key) into up to ``parts`` parts
+    imported side by side; the record in ``db`` follows the import. ``enqueue`` defaults to
+    the Celery app's (``ANTIOOM_BROKER_URL``).
+    """
+    from antioom.workers.jobs import job_for, submit
+
+    import_id = import_id or uuid.uuid4().hex
+    target, options = _target_and_options(
+        import_id,
+        dataset=dataset,
+        table=table,
+        mode=mode,
+        key=key,
+        types=types,
+        infer=infer,
+        datasets_file=datasets_file,
+        dialect=dialect,
+        batch_size=batch_size,
+        batch_bytes=batch_bytes,
+        renames=renames,
+        alter=alter,
+        reset=None,
+        limit=limit,
+        max_rejects=max_rejects,
+    )
+    if parts < 1:
+        raise ConfigError("the number of parts must be at least 1")
+    if enqueue is None:
+        from antioom.workers.tasks import enqueue as enqueue_on_broker
+
+        enqueue = enqueue_on_broker
+    label = name or (str(source) if isinstance(source, str | Path) else None)
+    job = job_for(
+        import_id,
+        db or default_db(),
+        staging,
+        target,
+        options,
+        parts=parts,
+        source=label,
+        uploaded_by=uploaded_by,
+    )
+    with ExitStack() as stack:
+        reader = open_path(source) if isinstance(source, str | Path) else CountingReader(source)
+        stack.callback(reader.close)
+        return submit(reader, job, enqueue)
+
+
+def _target_and_options(
+    import_id: str,
+    *,
+    dataset: str | Dataset | None,
+    table: str | None,
+    mode: Literal["insert", "upsert"] | None,
+    key: tuple[str, ...] | None,
+    types: Mapping[str, str] | None,
+    infer: bool,
+    datasets_file: str | Path | None,
+    dialect: Dialect | None,
+    batch_size: int,
+    batch_bytes: int,
+    renames: Mapping[str, str] | None,
+    alter: bool,
+    reset: Literal["drop", "truncate"] | None,
+    limit: int | None,
+    max_rejects: int | None,
+) -> tuple[Target, Options]:
+    """The engine's Target and Options for an import's keyword arguments, checked."""
+    if dataset is None and table is None:
+        raise ConfigError("choose a dataset or a table to import into")
+    if batch_size < 1 or batch_bytes < 1:
+        raise ConfigError("the batch size must be at least 1")
+    if isinstance(dataset, str):
+        dataset = resolve_dataset(dataset, datasets_file)
+    if min(limit or 0, max_rejects or 0) < 0:
+        raise ConfigError("--limit and --max-rejects cannot be negative")
+    target = Target(
+        dataset=dataset,
+        table=table,
+        mode=mode,
+        key=key,
+        types=types,
+        infer=infer,
+        renames=renames,
+        alter=alter,
+        reset=reset,
+    )
+    options = Options(
+        dialect=dialect or Dialect(),
+        batch_size=batch_size,
+        batch_bytes=batch_bytes,
+        import_id=import_id,
+        limit=limit,
+        max_rejects=max_rejects,
+    )
+    return target, options
 
 
 def _save_quietly(store: Store, summary: Summary) -> None:

@@ -28,6 +28,7 @@ from antioom.engine.progress import Heartbeat, ProgressEvent, Summary, peak_rss_
 from antioom.engine.records import Dialect
 from antioom.engine.rejects import RejectsWriter, keep_through
 from antioom.errors import AntioomError, ConfigError, InputError
+from antioom.workers.jobs import DEFAULT_PARTS
 
 DB_HELP = (
     "Database URL: sqlite:///, postgresql://, mysql://, mongodb://. "
@@ -150,6 +151,13 @@ SERVE_EPILOG = _epilog(
         (2, "invalid settings (a non-loopback --host needs ANTIOOM_API_KEYS)"),
     ],
 )
+WORKER_EPILOG = _epilog(
+    [
+        ("antioom worker", "on the local RabbitMQ (amqp://guest:guest@127.0.0.1:5672//)"),
+        ("antioom worker --broker redis://127.0.0.1:6379/0 --concurrency 2", ""),
+    ],
+    [(0, "stopped (Ctrl-C)"), (1, "internal error"), (2, "invalid settings")],
+)
 UPLOAD_EPILOG = _epilog(
     [
         ("antioom upload products.csv --url http://127.0.0.1:8000", "the products dataset"),
@@ -240,6 +248,21 @@ NoInferOption = Annotated[
     bool, typer.Option("--no-infer", help="With --table: every column is text.")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
+StagingOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="ANTIOOM_STAGING_URL",
+        help="Where queued uploads are staged: file:///shared/dir or s3://bucket/prefix "
+        "(endpoint and credentials from the AWS_* variables).",
+    ),
+]
+BrokerOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="ANTIOOM_BROKER_URL",
+        help="The Celery broker of the workers. \\[default: amqp://guest:guest@127.0.0.1:5672//]",
+    ),
+]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 
 
@@ -346,6 +369,20 @@ def import_command(
             "'Unit Price=price'.",
         ),
     ] = None,
+    queue: Annotated[
+        bool,
+        typer.Option(
+            "--queue",
+            help="Stage the file (--staging) and queue its import for the workers "
+            "(antioom worker); prints the queued record and returns.",
+        ),
+    ] = False,
+    staging: StagingOption = None,
+    broker: BrokerOption = None,
+    parts: Annotated[
+        int,
+        typer.Option(help="With --queue: split an insert without a key into up to N parts."),
+    ] = DEFAULT_PARTS,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -385,6 +422,45 @@ def import_command(
             max_columns=max_columns,
         )
         mode_value: Literal["insert", "upsert"] | None = mode  # type: ignore[assignment]
+        if queue:
+            unsupported = [
+                flag
+                for flag, given in (
+                    ("--rejects", rejects),
+                    ("--resume", resume),
+                    ("--dry-run", dry_run),
+                    ("--drop", drop),
+                    ("--truncate", truncate),
+                )
+                if given
+            ]
+            if unsupported:
+                raise ConfigError(f"--queue cannot be combined with {', '.join(unsupported)}")
+            if not staging:
+                raise ConfigError("--queue needs --staging URL (or ANTIOOM_STAGING_URL)")
+            _queue(
+                path,
+                as_json=as_json,
+                broker=broker,
+                db=db or default_db(),
+                staging=staging,
+                parts=parts,
+                import_id=import_id,
+                dataset=dataset,
+                table=table,
+                datasets_file=datasets,
+                mode=mode_value,
+                key=_names(key),
+                dialect=dialect,
+                types=_type_overrides(types),
+                infer=not no_infer,
+                batch_size=batch_size,
+                max_rejects=max_rejects,
+                limit=limit,
+                alter=alter,
+                renames=_pairs(renames, "--rename", "HEADER=COLUMN"),
+            )
+            return
         summary = _run_import(
             path,
             db=db or default_db(),
@@ -421,6 +497,21 @@ def import_command(
         typer.echo(json.dumps(data))
     else:
         _print_summary(summary, rejects)
+
+
+def _queue(path: str, *, as_json: bool, broker: str | None, **options: Any) -> None:
+    from antioom.api import queue_csv
+    from antioom.workers.tasks import configure
+
+    configure(broker)
+    summary = queue_csv(path, **options)
+    if as_json:
+        typer.echo(json.dumps(summary.to_dict()))
+    else:
+        typer.echo(
+            f"queued import {summary.import_id} ({summary.bytes:,} bytes staged); "
+            "antioom worker imports it, and its record follows it"
+        )
 
 
 def _unescape(text: str | None) -> str | None:
@@ -794,8 +885,14 @@ def serve(
     datasets: Annotated[
         str | None, typer.Option(envvar="ANTIOOM_DATASETS", help="TOML file declaring datasets.")
     ] = None,
+    staging: StagingOption = None,
+    broker: BrokerOption = None,
 ) -> None:
-    """Run the HTTP service (streamed uploads, live progress, dashboard at /)."""
+    """Run the HTTP service (streamed uploads, live progress, dashboard at /).
+
+    With --staging, uploads are staged there and queued for the workers (antioom worker),
+    and the upload answers 202 with the queued record.
+    """
     try:
         import uvicorn
 
@@ -807,6 +904,10 @@ def serve(
             overrides["db_url"] = db
         if datasets:
             overrides["datasets"] = datasets
+        if staging:
+            overrides["staging_url"] = staging
+        if broker:
+            overrides["broker_url"] = broker
         settings = Settings(**overrides)
         if not settings.keys and not _is_loopback(host):
             raise ConfigError(
@@ -831,6 +932,28 @@ def serve(
             http="h11",
             h11_max_incomplete_event_size=settings.max_header_bytes,
         )
+    except Exception as error:
+        fail(error)
+
+
+@app.command(cls=_Command, epilog=WORKER_EPILOG)
+def worker(
+    broker: BrokerOption = None,
+    concurrency: Annotated[
+        int, typer.Option(help="Parts this worker imports at once (threads).")
+    ] = 1,
+    loglevel: Annotated[str, typer.Option(help="Celery's log level.")] = "INFO",
+) -> None:
+    """Run a worker that imports queued uploads (antioom serve --staging, import --queue).
+
+    Start as many as you like, on any machine that reaches the broker, the staging storage
+    and the databases. A worker killed mid-part is safe: the broker gives its part to another
+    worker, which skips the batches the ledger holds.
+    """
+    try:
+        from antioom.workers.tasks import run_worker
+
+        run_worker(broker, concurrency, loglevel)
     except Exception as error:
         fail(error)
 

@@ -40,6 +40,9 @@ from antioom.sinks.sqlite import sqlite_path
 
 HEARTBEAT_S = 10.0
 DEFAULT_LEASE_S = 60.0
+# The owner of a queued import's record: the broker, which redelivers the job of a worker
+# that died, so recovery leaves it alone (workers keep its heartbeat while they run it).
+QUEUE_OWNER = "queue"
 RESUMABLE = ("aborted", "failed", "interrupted")
 SUMMARY_FIELDS = (
     "id",
@@ -133,7 +136,9 @@ class Store(Protocol):
     def last_of_source(self, key: str, table: str) -> dict[str, Any] | None: ...
     def committed(self, import_id: str) -> Committed: ...
     def add_rejects(self, import_id: str, rejects: Sequence[Reject]) -> None: ...
-    def drop_rejects_after(self, import_id: str, record: int) -> int: ...
+    def drop_rejects_after(self, import_id: str, record: int, upto: int | None = None) -> int: ...
+    def close_part(self, import_id: str, seq: int, start_record: int, end_record: int) -> None: ...
+    def closed_parts(self, import_id: str, seqs: Sequence[int]) -> int: ...
     def rejects(self, import_id: str) -> Iterator[tuple[Any, ...]]: ...
     def reject_page(
         self, import_id: str, limit: int, offset: int, reason: str | None = None
@@ -152,6 +157,8 @@ def recover(
     me = this_process()
     marked = []
     for record in store.running():
+        if record.get("owner") == QUEUE_OWNER:  # the broker redelivers its jobs: not ours
+            continue
         if record.get("owner") == me:
             gone = record["id"] not in running_here and record["id"] not in _beating
         else:
@@ -262,6 +269,7 @@ class ImportStore:
     real = "REAL"
     inline_index = ""  # MySQL has no CREATE INDEX IF NOT EXISTS: it declares it inline
     quote = '"'
+    now = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"  # SQL for the current time, as ledger rows
 
     def __init__(self, connect: Callable[[], Any]) -> None:
         self._connect = connect
@@ -476,17 +484,46 @@ class ImportStore:
                 rows,
             )
 
-    def drop_rejects_after(self, import_id: str, record: int) -> int:
-        """Drop the rejects past ``record`` (a resumed import reports them again); returns how
-        many are kept."""
+    def drop_rejects_after(self, import_id: str, record: int, upto: int | None = None) -> int:
+        """Drop the rejects past ``record`` (up to ``upto``: one part's), which a resumed
+        import reports again; returns how many are kept."""
         p = self.placeholder
         with self._cursor() as cursor:
             cursor.execute(
-                f"DELETE FROM antioom_rejects WHERE import_id = {p} AND record > {p}",
-                (import_id, record),
+                f"DELETE FROM antioom_rejects WHERE import_id = {p} AND record > {p} "
+                f"AND record <= {p}",
+                (import_id, record, (1 << 62) if upto is None else upto),
             )
             cursor.execute(
                 f"SELECT COUNT(*) FROM antioom_rejects WHERE import_id = {p}", (import_id,)
+            )
+            return int(cursor.fetchone()[0])
+
+    def close_part(self, import_id: str, seq: int, start_record: int, end_record: int) -> None:
+        """Record in the ledger that a part is done: a row of no rows at the part's last seq,
+        whose span holds the records after its last batch (rejected ones). Idempotent."""
+        p, q = self.placeholder, self.quote
+        values = (import_id, seq, start_record, end_record)
+        with self._cursor() as cursor:
+            cursor.execute(
+                f"SELECT 1 FROM {LEDGER_TABLE} WHERE import_id = {p} AND seq = {p}", values[:2]
+            )
+            if cursor.fetchone() is not None:
+                return
+            cursor.execute(
+                f"INSERT INTO {LEDGER_TABLE} (import_id, seq, {q}rows{q}, committed_at, "
+                f"start_record, end_record) VALUES ({p}, {p}, 0, {self.now}, {p}, {p})",
+                values,
+            )
+
+    def closed_parts(self, import_id: str, seqs: Sequence[int]) -> int:
+        """How many of the parts whose closing seqs are ``seqs`` are done."""
+        p = self.placeholder
+        with self._cursor() as cursor:
+            cursor.execute(
+                f"SELECT COUNT(*) FROM {LEDGER_TABLE} WHERE import_id = {p} "
+                f"AND seq IN ({', '.join([p] * len(seqs))})",
+                (import_id, *seqs),
             )
             return int(cursor.fetchone()[0])
 
@@ -542,6 +579,7 @@ class _PostgresStore(ImportStore):
     placeholder = "%s"
     big = "BIGINT"
     real = "DOUBLE PRECISION"
+    now = "now()"
 
     @contextmanager
     def _ddl_lock(self, cursor: Any) -> Iterator[None]:
@@ -559,6 +597,7 @@ class _MySQLStore(ImportStore):
     real = "DOUBLE"
     inline_index = ", INDEX antioom_rejects_import (import_id, record)"
     quote = "`"
+    now = "CURRENT_TIMESTAMP(6)"
 
     def _upsert(self, names: Sequence[str]) -> str:
         return "ON DUPLICATE KEY UPDATE " + ", ".join(f"{n} = VALUES({n})" for n in names)
@@ -767,11 +806,29 @@ class MongoStore:
             ]
             self._guard(lambda: self._rejects.insert_many(documents, ordered=False))
 
-    def drop_rejects_after(self, import_id: str, record: int) -> int:
-        self._guard(
-            lambda: self._rejects.delete_many({"import_id": import_id, "record": {"$gt": record}})
-        )
+    def drop_rejects_after(self, import_id: str, record: int, upto: int | None = None) -> int:
+        span = {"$gt": record, "$lte": (1 << 62) if upto is None else upto}
+        self._guard(lambda: self._rejects.delete_many({"import_id": import_id, "record": span}))
         return int(self._guard(lambda: self._rejects.count_documents({"import_id": import_id})))
+
+    def close_part(self, import_id: str, seq: int, start_record: int, end_record: int) -> None:
+        from pymongo.errors import DuplicateKeyError
+
+        entry = {
+            "import_id": import_id,
+            "seq": seq,
+            "rows": 0,
+            "refused": 0,
+            "start_record": start_record,
+            "end_record": end_record,
+            "committed_at": datetime.now(UTC),
+        }
+        with suppress(DuplicateKeyError):  # closed before
+            self._guard(lambda: self._ledger.insert_one(entry))
+
+    def closed_parts(self, import_id: str, seqs: Sequence[int]) -> int:
+        query = {"import_id": import_id, "seq": {"$in": list(seqs)}}
+        return int(self._guard(lambda: self._ledger.count_documents(query)))
 
     def rejects(self, import_id: str) -> Iterator[tuple[Any, ...]]:
         cursor = self._rejects.find({"import_id": import_id}).sort("record", 1)

@@ -38,13 +38,15 @@ NEWLINE, CR = 0x0A, 0x0D
 
 @dataclass(frozen=True)
 class Part:
-    """Bytes ``start..end`` of the input: records ``first_record…`` (``index`` of ``count``)."""
+    """Bytes ``start..end`` of the input: ``records`` records from ``first_record`` (part
+    ``index`` of ``count``; a single part does not know how many records it holds: 0)."""
 
     index: int
     count: int
     start: int
     end: int
     first_record: int
+    records: int = 0
 
     @property
     def seqs(self) -> range:
@@ -104,9 +106,12 @@ def plan(
     cuts = [(start, 1)] + [cut for cut in boundaries if cut[0] < size]
     cuts = [cut for i, cut in enumerate(cuts) if i == 0 or cut[0] > cuts[i - 1][0]]
     ends = [cut[0] for cut in cuts[1:]] + [size]
+    nexts = [cut[1] for cut in cuts[1:]] + [scan.records + 1]
     made = [
-        Part(index, len(cuts), begin, end, first)
-        for index, ((begin, first), end) in enumerate(zip(cuts, ends, strict=True))
+        Part(index, len(cuts), begin, end, first, following - first)
+        for index, ((begin, first), end, following) in enumerate(
+            zip(cuts, ends, nexts, strict=True)
+        )
     ]
     return Plan(resolved, made, scan.records, records.report, records.notes)
 

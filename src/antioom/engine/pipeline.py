@@ -30,7 +30,7 @@ from antioom.engine.progress import Meter, ProgressEvent, Summary
 from antioom.engine.records import Block, CsvRecords, Dialect
 from antioom.engine.rejects import Reject
 from antioom.engine.sniff import likely_delimiter
-from antioom.engine.source import CountingReader, decompressed
+from antioom.engine.source import CountingReader, Readable, decompressed
 from antioom.engine.validate import Validated, Validator, infer_dataset
 from antioom.errors import (
     AntioomError,
@@ -227,6 +227,20 @@ def run_import(
     if on_progress is not None:
         on_progress(meter.event())
     return summary
+
+
+def resolve_dataset(source: Readable, target: Target, dialect: Dialect) -> Dataset:
+    """The dataset an import of ``source`` writes, as :func:`run_import` resolves it (for a
+    table, inferred from the first block). The parts of a split input import into the one
+    resolved from the first part, so that they all agree on the types."""
+    reader = CountingReader(source, close_raw=True)
+    records = CsvRecords(decompressed(reader), dialect)
+    try:
+        dataset, _ = _resolve(target, records, records.blocks(_included(records, target)))
+        return dataset
+    finally:
+        records.close()
+        reader.close()
 
 
 def _consume(

@@ -13,7 +13,7 @@ import psutil
 
 from antioom.engine.rejects import Reject
 
-Status = Literal["running", "completed", "failed", "aborted", "interrupted"]
+Status = Literal["queued", "running", "completed", "failed", "aborted", "interrupted"]
 MAX_REASONS = 50  # distinct reasons counted in Summary.rejects_by_reason; the rest are "other"
 OTHER_REASON = "other"
 # A quoted value inside a reason (database messages quote the refused value: 'abc', "x").

@@ -1,0 +1,1 @@
+"""Scale-out: staged uploads imported by a fleet of Celery workers (see jobs and tasks)."""

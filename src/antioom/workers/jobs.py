@@ -1,0 +1,375 @@
+"""Queued imports: a staged input imported by workers, in parts, through the one pipeline.
+
+    submit:  bytes → staging (``Staging.put``) → record ``queued`` → enqueue ``plan``
+    plan:    read the head, scan for record boundaries (:func:`antioom.engine.parts.plan`),
+             create the table, enqueue one ``part`` job per part
+    part:    staged bytes ``start..end`` → :func:`~antioom.engine.pipeline.run_import` →
+             close the part in the ledger; the worker that closes the last part saves the
+             final record and deletes the staged object
+
+The broker may deliver a job twice (a worker killed before it acknowledged); correctness
+comes from the batch ledger: a part run again resumes after its committed batches, and a
+closed part is not run again. Nothing here imports Celery: :mod:`antioom.workers.tasks`
+binds these functions to it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import ExitStack, suppress
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from antioom.engine.datasets import Dataset
+from antioom.engine.parts import PART_SEQS, Part, plan
+from antioom.engine.pipeline import Options, Target, resolve_dataset, run_import
+from antioom.engine.progress import ProgressEvent, Summary, utc_now
+from antioom.engine.records import Dialect
+from antioom.engine.rejects import Reject
+from antioom.engine.source import CountingReader, Readable, decompressed
+from antioom.errors import AntioomError, DatabaseLost, DatabaseUnavailable
+from antioom.history import QUEUE_OWNER, Heartbeats, Origin, Store, open_store
+from antioom.sinks import open_sink
+from antioom.staging import open_staging
+
+DEFAULT_PARTS = 4
+PROGRESS_S = 1.0  # how often a running part saves the import's counts
+REJECTS_KEPT = 1000  # rejects stored per import (shared out between its parts)
+FINAL = ("completed", "failed", "aborted")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One queued import: where the staged bytes are, where they go, and how to read them."""
+
+    import_id: str
+    db: str
+    staging: str
+    key: str  # the staged object
+    size: int
+    target: dict[str, Any]  # Target's fields (a dataset as a dict)
+    options: dict[str, Any]  # Options' fields but the id (the dialect as a dict)
+    parts: int = DEFAULT_PARTS
+    source: str | None = None  # the file name, for the record
+    uploaded_by: str | None = None
+    rejects_kept: int = REJECTS_KEPT
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        return cls(**data)
+
+    def decoded(self) -> tuple[Target, Options]:
+        target = dict(self.target)
+        if target.get("dataset") is not None:
+            target["dataset"] = Dataset.model_validate(target["dataset"])
+        if target.get("key") is not None:
+            target["key"] = tuple(target["key"])
+        options = dict(self.options)
+        options["dialect"] = dialect_from(options.get("dialect") or {})
+        return Target(**target), Options(**options, import_id=self.import_id)
+
+
+def job_for(
+    import_id: str | None,
+    db: str,
+    staging: str,
+    target: Target,
+    options: Options,
+    **fields: Any,
+) -> Job:
+    """A job for ``target`` and ``options``, its staged object named after the import id."""
+    import_id = import_id or uuid.uuid4().hex
+    target_fields = asdict(target) | {"dataset": None}
+    if target.dataset is not None:
+        target_fields["dataset"] = target.dataset.model_dump(mode="json")
+    option_fields = asdict(options)
+    option_fields.pop("import_id")
+    option_fields.pop("part")
+    return Job(
+        import_id=import_id,
+        db=db,
+        staging=staging,
+        key=f"{import_id}.csv",
+        size=0,
+        target=target_fields,
+        options=option_fields,
+        **fields,
+    )
+
+
+def dialect_from(data: dict[str, Any]) -> Dialect:
+    """A Dialect from its fields as JSON gives them back (tuples as lists)."""
+    data = dict(data)
+    for name in ("columns", "null_values"):
+        if data.get(name) is not None:
+            data[name] = tuple(data[name])
+    return Dialect(**data)
+
+
+def part_from(data: dict[str, Any]) -> Part:
+    return Part(**data)
+
+
+Enqueue = Callable[[str, dict[str, Any]], None]  # (job kind, arguments)
+
+
+def submit(source: Readable, job: Job, enqueue: Enqueue) -> Summary:
+    """Stage ``source`` (streamed, never held whole), record the import as queued and queue
+    its plan; returns the queued record's summary."""
+    staging = open_staging(job.staging)
+    store = open_store(job.db)
+    try:
+        # Staged uncompressed: parts are byte ranges of the CSV itself.
+        size = staging.put(job.key, decompressed(CountingReader(source)))
+        job = replace(job, size=size)
+        summary = _queued(job)
+        origin = Origin(QUEUE_OWNER, source=job.source, source_bytes=size)
+        store.save(summary, replace(origin, uploaded_by=job.uploaded_by))
+        try:
+            enqueue("plan", {"job": job.to_dict()})
+        except Exception as exc:
+            summary.status, summary.error = "failed", f"could not queue the import: {exc}"
+            summary.finished_at = utc_now()
+            store.save(summary)
+            staging.delete(job.key)
+            raise
+        return summary
+    finally:
+        store.close()
+
+
+def _queued(job: Job) -> Summary:
+    target = job.target
+    dataset = target.get("dataset")
+    label = dataset["name"] if dataset else (target.get("table") or "")
+    table = target.get("table") or (dataset["table"] if dataset else "")
+    return Summary(job.import_id, "queued", label, table, bytes=job.size, started_at=utc_now())
+
+
+def run_plan(job: Job, enqueue: Enqueue) -> None:
+    """Split the staged input and queue its parts (one part unless it can run in parallel)."""
+    with ExitStack() as stack:
+        store = open_store(job.db)
+        stack.callback(store.close)
+        record = store.get(job.import_id)
+        if record is not None and record["status"] in FINAL:
+            return
+        target, options = job.decoded()
+        staging = open_staging(job.staging)
+
+        def open_range(start: int, end: int | None) -> Readable:
+            return staging.open_range(job.key, start, end)
+
+        wanted = job.parts if _splittable(target, options) else 1
+        try:
+            found = plan(open_range, job.size, options.dialect, wanted)
+            dataset = None
+            if len(found.parts) > 1:
+                first = found.parts[0]
+                source = open_range(first.start, first.end)
+                dataset = resolve_dataset(source, target, found.dialect)
+                with open_sink(job.db) as sink:
+                    sink.prepare(dataset, alter=target.alter)
+        except (DatabaseUnavailable, DatabaseLost):
+            raise
+        except AntioomError as exc:
+            fail(job, str(exc))
+            return
+        summary = _queued(job)
+        summary.status = "running"
+        summary.dialect, summary.notes = found.report, found.notes
+        if found.why_one_part and wanted > 1:
+            summary.notes = [*summary.notes, f"imported in one part: {found.why_one_part}"]
+        store.save(summary)
+        for part in found.parts:
+            enqueue(
+                "part",
+                {
+                    "job": job.to_dict(),
+                    "part": asdict(part),
+                    "dialect": asdict(found.dialect),
+                    "dataset": dataset.model_dump(mode="json") if dataset else None,
+                },
+            )
+
+
+def _splittable(target: Target, options: Options) -> bool:
+    """Whether parts may commit in any order: inserts without a key (with a key, which of two
+    rows wins must not depend on timing) and without a limit over the whole input."""
+    dataset = target.dataset
+    mode = target.mode or (dataset.mode if dataset else "insert")
+    key = target.key or (dataset.key if dataset else None)
+    return (
+        mode == "insert"
+        and not key
+        and options.limit is None
+        and options.max_rejects is None
+        and target.reset is None
+    )
+
+
+def run_part(job: Job, part: Part, dialect: Dialect, dataset: Dataset | None) -> Summary | None:
+    """Import one part; returns the import's final summary if this finished the import."""
+    with ExitStack() as stack:
+        store = open_store(job.db)
+        stack.callback(store.close)
+        record = store.get(job.import_id)
+        if record is not None and record["status"] in FINAL:
+            return None
+        closing = part.seqs.stop - 1
+        if part.count > 1 and store.closed_parts(job.import_id, [closing]):
+            return finish(job, store, part.count)
+        target, options = job.decoded()
+        if part.count > 1:
+            assert dataset is not None
+            target = Target(dataset=dataset, alter=target.alter)
+            options = replace(options, dialect=dialect, part=part)
+        sink = stack.enter_context(open_sink(job.db))
+        earlier = sink.committed(job.import_id, part.seqs)
+        resumed_at = earlier.end_record if earlier.batches else part.first_record - 1
+        last = part.first_record + part.records - 1 if part.count > 1 else None
+        kept = store.drop_rejects_after(job.import_id, resumed_at, upto=last)
+        rejects = _RejectKeeper(store, job.import_id, job.rejects_kept // part.count, kept)
+        heartbeats = Heartbeats(lambda: store)
+        heartbeats.add(job.import_id)
+        stack.callback(heartbeats.stop)
+        staged = open_staging(job.staging).open_range(job.key, part.start, part.end)
+        reader = CountingReader(staged, close_raw=True)
+        stack.callback(reader.close)
+        progress = _ProgressSaver(store, job, part)
+        try:
+            summary = run_import(
+                reader,
+                sink,
+                target,
+                options,
+                on_progress=progress,
+                on_reject=rejects.add,
+                flush_rejects=rejects.flush,
+            )
+        except (DatabaseUnavailable, DatabaseLost):
+            raise  # transient: the job is tried again, and resumes
+        except AntioomError as exc:
+            ended: Summary | None = getattr(exc, "summary", None)
+            if part.count == 1 and ended is not None:
+                ended.bytes = job.size
+                store.save(ended)
+            else:
+                fail(job, str(exc))
+            return None
+        if part.count == 1:
+            summary.bytes = job.size
+            summary.status = "completed"
+            store.save(summary, rejects_kept=rejects.kept)
+            _delete_staged(job)
+            return summary
+        if summary.rows != part.records:
+            fail(
+                job,
+                f"internal error: part {part.index + 1} of {part.count} read {summary.rows} "
+                f"records where the scan counted {part.records}",
+            )
+            return None
+        done = sink.committed(job.import_id, part.seqs)
+        tail = done.end_record + 1 if done.batches else part.first_record
+        store.close_part(job.import_id, closing, tail, part.first_record + part.records - 1)
+        return finish(job, store, part.count)
+
+
+def finish(job: Job, store: Store, parts: int) -> Summary | None:
+    """Save the final record once every part is closed (any worker may be the last one:
+    saving the same totals twice is harmless)."""
+    closing = [(index + 1) * PART_SEQS - 1 for index in range(parts)]
+    if store.closed_parts(job.import_id, closing) < parts:
+        return None
+    record = store.get(job.import_id)
+    if record is not None and record["status"] == "failed":  # another part failed it
+        return None
+    summary = _totals(job, store, "completed")
+    summary.batches -= parts  # the closing rows are no batches
+    store.save(summary)
+    _delete_staged(job)
+    return summary
+
+
+def fail(job: Job, reason: str) -> None:
+    """End the import ``failed`` with ``reason`` and the counts its ledger proves."""
+    store = open_store(job.db)
+    try:
+        summary = _totals(job, store, "failed")
+        summary.error = reason
+        store.save(summary)
+    finally:
+        store.close()
+
+
+def _totals(job: Job, store: Store, status: Any) -> Summary:
+    committed = store.committed(job.import_id)
+    record = store.get(job.import_id) or {}
+    summary = _queued(job)
+    summary.status = status
+    summary.started_at = record.get("started_at") or summary.started_at
+    summary.processed = committed.committed_rows
+    summary.failed = committed.rejected
+    summary.rows = committed.records
+    summary.batches = committed.batches
+    summary.bytes = job.size
+    summary.finished_at = utc_now() if status in FINAL else None
+    return summary
+
+
+def _delete_staged(job: Job) -> None:
+    with suppress(Exception):  # a staged object left behind wastes space, nothing else
+        open_staging(job.staging).delete(job.key)
+
+
+@dataclass
+class _RejectKeeper:
+    """Keeps up to ``room`` of a part's rejects in the store, flushed before each batch."""
+
+    store: Store
+    import_id: str
+    room: int
+    kept: int
+    pending: list[Reject] = field(default_factory=list)
+    added: int = 0
+
+    def add(self, reject: Reject) -> None:
+        if self.added < self.room:
+            self.pending.append(reject)
+            self.added += 1
+
+    def flush(self) -> None:
+        if self.pending:
+            self.store.add_rejects(self.import_id, self.pending)
+            self.kept += len(self.pending)
+            self.pending.clear()
+
+
+class _ProgressSaver:
+    """Saves the import's running counts (from the ledger: all parts') every PROGRESS_S."""
+
+    def __init__(self, store: Store, job: Job, part: Part) -> None:
+        self._store = store
+        self._job = job
+        self._part = part
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self, event: ProgressEvent) -> None:
+        now = time.monotonic()
+        if now - self._last < PROGRESS_S or event.status != "running":
+            return
+        self._last = now
+        with self._lock, suppress(DatabaseUnavailable):
+            summary = _totals(self._job, self._store, "running")
+            if self._part.count == 1:
+                summary.processed, summary.failed = event.processed, event.failed
+                summary.rows, summary.batches = event.rows, event.batches
+            self._store.save(summary)
