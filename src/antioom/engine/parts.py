@@ -88,15 +88,14 @@ def plan(
     finally:
         records.close()
     resolved, start = head
-    if records.empty or start is None:
-        why = "the input is empty" if records.empty else "the head's bytes cannot be located"
-        return _one_part(records, dialect, size, why)
-    wanted = min(parts, max(1, (size - start) // max(1, min_part_bytes)))
-    unsplittable = _not_splittable(records)
+    unsplittable = "the input is empty" if records.empty else _not_splittable(records)
+    if unsplittable is None and start is None:
+        unsplittable = "the head's bytes cannot be located"
+    wanted = 1 if start is None else min(parts, (size - start) // max(1, min_part_bytes))
     if unsplittable is None and wanted <= 1:
         unsplittable = f"the input is smaller than {parts} parts of {min_part_bytes >> 20} MiB"
-    if unsplittable is not None:
-        return _one_part(records, dialect, size, unsplittable)
+    if unsplittable is not None or start is None:
+        return _one_part(records, dialect, size, unsplittable or "")
     scan = _Scanner(records.delimiter, records.quote, one_column=len(records.header) == 1)
     step = (size - start) / wanted
     targets = [start + round(step * k) for k in range(1, wanted)]
@@ -226,6 +225,7 @@ class _Scanner:
         )
         if self._closing_at_end and not (separator[0].as_py() or data[0] == self.quote):
             self.irregular = "a quote is followed by text before the delimiter"
+        self._closing_at_end = False
         if self._cr_at_end and data[0] != NEWLINE:
             self.irregular = "a line ends in \\r alone"
         newline = pc.equal(array, _byte(NEWLINE))

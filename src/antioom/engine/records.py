@@ -338,7 +338,9 @@ class CsvRecords:
         if self.dialect.comment is not None or has_markers(text):
             return None
         try:
-            return self._bom + len(text.encode(self.encoding))
+            if codecs.lookup(self.encoding).name in ("utf-8", "utf-8-sig"):
+                return self._bom + len(text.encode("utf-8"))  # the decoder dropped the BOM
+            return len(text.encode(self.encoding))  # any BOM was decoded as text
         except UnicodeEncodeError:
             return None
 
