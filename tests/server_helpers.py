@@ -78,12 +78,16 @@ class Served:
 
 @contextmanager
 def serve(
-    directory: Path, *extra: str, env: dict[str, str] | None = None, port: int | None = None
+    directory: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    db_url: str | None = None,
 ) -> Iterator[Served]:
-    """``antioom serve`` on a loopback port (a free one by default) with a SQLite database in
-    ``directory``."""
+    """``antioom serve`` on a loopback port (a free one by default) with ``db_url``, by default
+    a SQLite database in ``directory``."""
     port = port or free_port()
-    db_url = f"sqlite:///{directory / 'server.db'}"
+    db_url = db_url or f"sqlite:///{directory / 'server.db'}"
     log = directory / f"serve-{port}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(

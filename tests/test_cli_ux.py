@@ -22,12 +22,13 @@ from test_readme import section
 from antioom.engine.progress import MAX_REASONS, OTHER_REASON, Meter, Summary, reason_key
 from antioom.engine.rejects import Reject
 
-COMMANDS = ("import", "generate", "serve", "upload")
+COMMANDS = ("import", "generate", "serve", "upload", "worker")
 README_SECTIONS = {
     "import": "`antioom import PATH|-`",
     "generate": "`antioom generate OUT`",
     "serve": "`antioom serve`",
     "upload": "`antioom upload PATH|-`",
+    "worker": "`antioom worker`",
 }
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

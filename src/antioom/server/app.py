@@ -51,7 +51,16 @@ from antioom.errors import (
     TargetError,
     TooManyRejects,
 )
-from antioom.history import Heartbeats, Origin, Store, is_live, open_store, recover, this_process
+from antioom.history import (
+    QUEUE_OWNER,
+    Heartbeats,
+    Origin,
+    Store,
+    is_live,
+    open_store,
+    recover,
+    this_process,
+)
 from antioom.server.docs import add_docs
 from antioom.server.guards import Guard, LoopbackOnly, origins
 from antioom.server.live import FINAL, LiveImport, Registry
@@ -75,6 +84,7 @@ FILENAME_HELP = (
     "the file's name, kept in the import record (or the header X-File-Name, percent-encoded; "
     "a multipart part's filename otherwise)"
 )
+COUNTS = ("status", "processed", "failed", "rows", "bytes")  # what a new event must change
 RESERVED_IDS = ("check",)  # GET /imports/check is the pre-flight, not a record
 RULES = ("min", "max", "gt", "lt", "min_length", "max_length", "pattern", "choices")
 BEARER = HTTPBearer(auto_error=False, description="an API key (ANTIOOM_API_KEYS)")
@@ -182,6 +192,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return store_holder["store"]
 
     heartbeats = Heartbeats(store, settings.lease_s / 6)
+    if settings.staging_url:  # a bad URL fails at start-up, not at the first upload
+        from antioom.staging import open_staging
+        from antioom.workers.tasks import configure
+
+        open_staging(settings.staging_url)
+        configure(settings.broker_url)
 
     async def recover_interrupted() -> None:
         """Mark imports left ``running`` by dead processes ``interrupted`` (resumable), now
@@ -296,17 +312,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(409, f"import {import_id} already completed")
         if earlier is not None and is_live(earlier, settings.lease_s):
             raise HTTPException(409, f"import {import_id} is running in another process")
+        if earlier is not None and queued(earlier):
+            raise HTTPException(409, f"import {import_id} is queued for the workers")
         live = LiveImport(import_id, ByteChannel(settings.channel_bytes))
         if not registry.try_start(live):
             raise HTTPException(
                 503, "too many imports in progress, retry later", headers={"Retry-After": "5"}
             )
         metrics.in_flight.inc()
+        run = run_staged if settings.staging_url else run_upload
         try:
-            return await run_upload(request, live, decoder, target, dataset_label, options)
+            return await run(request, live, decoder, target, dataset_label, options)
         finally:
             registry.finish(import_id)
             metrics.in_flight.dec()
+
+    def queued(record: dict[str, Any]) -> bool:
+        """Whether the workers still have the import (queued, or running in parts)."""
+        return record.get("owner") == QUEUE_OWNER and record["status"] in ("queued", "running")
 
     def check_import_id(import_id: str) -> None:
         if not IMPORT_ID.match(import_id):
@@ -365,14 +388,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             origin,
             decoder,
         )
-        pump = asyncio.create_task(pump_body(request, live, decoder, summary, origin))
+
+        def on_name(name: str) -> None:
+            if origin.origin.source is None:
+                name_record(summary, origin, name)
+
+        pump = asyncio.create_task(pump_body(request, live, decoder, on_name))
         try:
-            both: set[asyncio.Future[Any]] = {pump, engine}
-            await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
-            if not pump.done():  # the engine stopped first (bad input, DELETE): stop reading
-                pump.cancel()
-                await asyncio.wait({pump})
-            refused = None if pump.cancelled() else pump.result()
+            refused = await pumped(pump, engine)
         finally:
             if not pump.done():  # this request itself was cancelled
                 pump.cancel()
@@ -387,6 +410,95 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if status != 200:
             return status, {"error": result.error, **record}
         return 200, record
+
+    async def pumped(
+        pump: asyncio.Task[tuple[int, str] | None], reader: asyncio.Future[Any]
+    ) -> tuple[int, str] | None:
+        """Wait for the body to be pumped, or for its reader to stop first (bad input,
+        DELETE), then stop reading; returns the refusal of the upload itself, if any."""
+        await asyncio.wait({pump, reader}, return_when=asyncio.FIRST_COMPLETED)
+        if not pump.done():
+            pump.cancel()
+            await asyncio.wait({pump})
+        return None if pump.cancelled() else pump.result()
+
+    async def run_staged(
+        request: Request,
+        live: LiveImport,
+        decoder: BodyDecoder,
+        target: Target,
+        dataset_label: str,
+        options: Options,
+    ) -> tuple[int, dict[str, Any]]:
+        """Stage the upload (streamed) and queue it for the workers: 202 and the queued
+        record. Until it is staged the record is this process's, ``running``: if the server
+        dies mid-upload, recovery marks it ``interrupted`` like any other."""
+        from antioom.staging import open_staging
+        from antioom.workers.jobs import job_for, queue, stage
+        from antioom.workers.tasks import enqueue
+
+        assert settings.staging_url is not None
+        origin = upload_origin(request, decoder)
+        table = target.table or (target.dataset.table if target.dataset else dataset_label)
+        summary = Summary(live.id, "running", dataset_label, table, started_at=utc_now())
+        summary.notes = ["staging the upload for the workers"]
+        await asyncio.to_thread(start_record, summary, origin)
+        heartbeats.add(live.id)
+        await registry.publish(live.id, event_state(summary_state(summary)))
+        job = job_for(
+            live.id,
+            settings.db_url,
+            settings.staging_url,
+            target,
+            replace(options, batch_size=settings.batch_size),
+            parts=settings.parts,
+            source=origin.source,
+            uploaded_by=origin.uploaded_by,
+            rejects_kept=settings.stored_rejects_per_import,
+        )
+        reader = CountingReader(
+            live.channel, max_decompressed_bytes=settings.max_decompressed_bytes
+        )
+        staging = in_own_thread(f"antioom-stage-{live.id[:16]}", stage, reader, job)
+        pump = asyncio.create_task(pump_body(request, live, decoder))
+        status, error = 202, None
+        try:
+            refused = await pumped(pump, staging)
+            try:
+                job = replace(await staging, source=origin.source or decoder.file_name)
+            except AntioomError as exc:
+                status, error = refused or (staging_status(exc), str(exc))
+            else:
+                if refused is not None:
+                    status, error = refused
+                    await asyncio.to_thread(open_staging(job.staging).delete, job.key)
+                else:
+                    summary = await asyncio.to_thread(queue, job, enqueue)
+        except Exception as exc:  # the staging storage or the broker is away
+            log.warning("import %s could not be staged or queued: %s", live.id, exc)
+            status, error = 503, f"could not stage or queue the upload: {exc}"
+        finally:
+            if not pump.done():  # this request itself was cancelled
+                pump.cancel()
+            live.channel.abandon()
+            heartbeats.remove(live.id)
+        if status != 202:
+            summary.status = "aborted" if status == 200 else "failed"
+            summary.error, summary.finished_at = error, utc_now()
+            await asyncio.to_thread(store().save, summary)
+        await registry.publish(live.id, event_state(summary_state(summary)))
+        record = {**summary_record(summary), **origin_json(replace(origin, source=job.source))}
+        return status, record if status in (200, 202) else {"error": error, **record}
+
+    def staging_status(exc: AntioomError) -> int:
+        """The HTTP status of an upload that could not be staged, by the error's type."""
+        if isinstance(exc, ImportCancelled):
+            return 200  # DELETE: the aborted record, as an import cancelled mid-run answers
+        if isinstance(exc, DecompressedTooLarge):
+            return 413
+        if isinstance(exc, InputError):
+            return 400
+        return 503  # the staging storage failed
 
     async def send(channel: ByteChannel, piece: bytes) -> None:
         """``channel.send``, but waiting for room in the app's own pool."""
@@ -411,8 +523,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         request: Request,
         live: LiveImport,
         decoder: BodyDecoder,
-        summary: Summary,
-        origin: RecordOrigin,
+        on_name: Callable[[str], None] | None = None,
     ) -> tuple[int, str] | None:
         """Body chunks → CSV bytes → the channel, ending it either way. Returns the HTTP status
         and reason when the upload itself is refused (too large, stalled).
@@ -438,8 +549,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     live.channel.close(ImportCancelled(reason))
                     return 413, reason
                 pieces = decoder.feed(chunk)
-                if decoder.file_name and origin.origin.source is None:  # before its first byte
-                    await asyncio.to_thread(name_record, summary, origin, decoder.file_name)
+                if decoder.file_name and on_name is not None:  # before the file's first byte
+                    await asyncio.to_thread(on_name, decoder.file_name)
+                    on_name = None
                 for piece in pieces:
                     await send(live.channel, piece)
             decoder.finish()
@@ -622,7 +734,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         target, label = target_for(dataset, table, mode, None)
         target = csv_opts.apply(target)
         status, record = await start_import(request, target, label, csv_opts.options())
-        return JSONResponse(record, status)
+        queued = {"Location": f"/imports/{record['id']}"} if status == 202 else None
+        return JSONResponse(record, status, headers=queued)
 
     @app.post(
         "/upload",
@@ -837,12 +950,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         after = registry.seq
         if live is None:
             record = await get_record(import_id)
-            final = event_state({**record, "import_id": record["id"]})
-
-            async def finished() -> AsyncIterator[ServerSentEvent]:
-                yield sse(final)
-
-            return EventSourceResponse(finished())
+            return EventSourceResponse(polled(record), ping=15)
         current = dict(live.state)
 
         async def stream() -> AsyncIterator[ServerSentEvent]:
@@ -854,6 +962,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 yield sse(state)
 
         return EventSourceResponse(stream(), ping=15)
+
+    async def polled(record: dict[str, Any]) -> AsyncIterator[ServerSentEvent]:
+        """The events of an import this process does not run (the workers', another
+        server's): its record, read again every progress interval until it is final."""
+        state = event_state({**record, "import_id": record["id"]})
+        yield sse(state)
+        while state.get("status") not in FINAL:
+            await asyncio.sleep(max(settings.progress_interval_s, 0.5))
+            with suppress(DatabaseUnavailable):
+                found = await asyncio.to_thread(store().get, record["id"])
+                if found is not None:
+                    fresh = event_state({**found, "import_id": found["id"]})
+                    if [fresh[k] for k in COUNTS] != [state[k] for k in COUNTS]:
+                        yield sse(fresh)
+                    state = fresh
 
     @app.get(
         "/events",

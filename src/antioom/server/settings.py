@@ -62,6 +62,18 @@ class Settings(BaseSettings):
         "host's) is interrupted; the heartbeat comes every lease_s / 6",
     )
     progress_interval_s: float = 0.25
+    staging_url: str | None = Field(
+        default=None,
+        description="stage uploads here (file:///shared/dir or s3://bucket/prefix) and queue "
+        "them for the workers (antioom worker): an upload answers 202 with the queued record",
+    )
+    broker_url: str | None = Field(
+        default=None,
+        description="the workers' Celery broker (default: amqp://guest:guest@127.0.0.1:5672//)",
+    )
+    parts: int = Field(
+        default=4, ge=1, description="a staged upload is imported in up to this many parts"
+    )
 
     @property
     def keys(self) -> list[str]:

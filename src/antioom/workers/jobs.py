@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import ExitStack, suppress
 from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from antioom.engine.datasets import Dataset
@@ -120,24 +121,35 @@ Enqueue = Callable[[str, dict[str, Any]], None]  # (job kind, arguments)
 
 
 def submit(source: Readable, job: Job, enqueue: Enqueue) -> Summary:
-    """Stage ``source`` (streamed, never held whole), record the import as queued and queue
-    its plan; returns the queued record's summary."""
-    staging = open_staging(job.staging)
+    """Stage ``source`` and queue its import; returns the queued record's summary."""
+    return queue(stage(source, job), enqueue)
+
+
+def stage(source: Readable, job: Job) -> Job:
+    """Put ``source`` (streamed, never held whole) in the job's staging storage,
+    decompressed: parts are byte ranges of the CSV itself. Returns the job with its size."""
+    reader = source if isinstance(source, CountingReader) else CountingReader(source)
+    size = open_staging(job.staging).put(job.key, decompressed(reader))
+    return replace(job, size=size)
+
+
+def queue(job: Job, enqueue: Enqueue) -> Summary:
+    """Record the staged import as queued and queue its plan; returns the queued summary.
+    If the broker refuses it, the import ends failed and its staged object goes."""
     store = open_store(job.db)
     try:
-        # Staged uncompressed: parts are byte ranges of the CSV itself.
-        size = staging.put(job.key, decompressed(CountingReader(source)))
-        job = replace(job, size=size)
         summary = _queued(job)
-        origin = Origin(QUEUE_OWNER, source=job.source, source_bytes=size)
-        store.save(summary, replace(origin, uploaded_by=job.uploaded_by))
+        origin = Origin(
+            QUEUE_OWNER, source=job.source, source_bytes=job.size, uploaded_by=job.uploaded_by
+        )
+        store.save(summary, origin, rejects_kept=0)
         try:
             enqueue("plan", {"job": job.to_dict()})
         except Exception as exc:
             summary.status, summary.error = "failed", f"could not queue the import: {exc}"
             summary.finished_at = utc_now()
             store.save(summary)
-            staging.delete(job.key)
+            _delete_staged(job)
             raise
         return summary
     finally:
@@ -260,6 +272,7 @@ def run_part(job: Job, part: Part, dialect: Dialect, dataset: Dataset | None) ->
             if part.count == 1 and ended is not None:
                 ended.bytes = job.size
                 store.save(ended)
+                _delete_staged(job)
             else:
                 fail(job, str(exc))
             return None
@@ -293,13 +306,15 @@ def finish(job: Job, store: Store, parts: int) -> Summary | None:
         return None
     summary = _totals(job, store, "completed")
     summary.batches -= parts  # the closing rows are no batches
-    store.save(summary)
-    _delete_staged(job)
+    kept = sum(count for _, count in store.reject_reasons(job.import_id))
+    _delete_staged(job)  # first: a worker dying before the save finds every part closed
+    store.save(summary, rejects_kept=kept)
     return summary
 
 
 def fail(job: Job, reason: str) -> None:
-    """End the import ``failed`` with ``reason`` and the counts its ledger proves."""
+    """End the import ``failed`` with ``reason`` and the counts its ledger proves; its staged
+    object goes (a queued import is not resumed: it is submitted again)."""
     store = open_store(job.db)
     try:
         summary = _totals(job, store, "failed")
@@ -307,6 +322,7 @@ def fail(job: Job, reason: str) -> None:
         store.save(summary)
     finally:
         store.close()
+    _delete_staged(job)
 
 
 def _totals(job: Job, store: Store, status: Any) -> Summary:
@@ -321,6 +337,10 @@ def _totals(job: Job, store: Store, status: Any) -> Summary:
     summary.batches = committed.batches
     summary.bytes = job.size
     summary.finished_at = utc_now() if status in FINAL else None
+    started = datetime.fromisoformat(summary.started_at)
+    summary.duration_s = round((datetime.now(UTC) - started).total_seconds(), 3)
+    if summary.duration_s > 0:
+        summary.rows_per_s = round(summary.rows / summary.duration_s, 1)
     return summary
 
 

@@ -138,6 +138,9 @@ def run_worker(broker: str | None, concurrency: int, loglevel: str = "INFO") -> 
             "--pool=threads",
             f"--queues={QUEUE}",
             f"--loglevel={loglevel}",
+            # One node name per process: RabbitMQ refuses a second consumer of a node's
+            # control queue, so two workers on one host named alike would not both start.
+            f"--hostname=antioom-{os.getpid()}@%h",
             "--without-gossip",
             "--without-mingle",
         ]
