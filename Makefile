@@ -18,9 +18,10 @@ run: $(STAMP)
 	test -f products.csv || $(VENV)/bin/antioom generate products.csv --size $(SAMPLE_SIZE)
 	$(VENV)/bin/antioom serve
 
-## Run the linters and every test.
+## Run the linters and every test (test files side by side in 4 processes: most tests wait
+## on servers, workers and databases rather than on the CPU).
 test: $(STAMP) lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 4 --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
