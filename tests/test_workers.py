@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import sqlite3
 import subprocess
 import time
@@ -362,7 +363,7 @@ def test_three_workers_import_a_100mb_file_in_four_parts_exactly(
         big_products.path, pg_url, file_url(staging), AMQP_BROKER, "--table", table, "--parts", "4"
     )
     import_id = queued["import_id"]
-    assert queued["bytes"] == big_products.size
+    assert record_of(pg_url, import_id)["source_bytes"] == big_products.size  # all staged
 
     record = wait_until_final(pg_url, import_id, workers)
     print(f"100 MB in four parts: {time.monotonic() - started:.1f} s")
@@ -847,7 +848,7 @@ def test_an_upload_taken_by_one_server_is_followed_from_another(
     assert status == 202, queued
     assert headers["location"] == f"/imports/{import_id}"
     assert queued["status"] == "queued"
-    assert queued["bytes"] == fat_products.size
+    assert queued["source_bytes"] == fat_products.size
     assert queued["source"] == "fat.csv"
     again, _, refused = upload(
         f"{first.url}/imports?table={table}", fat_products.path, f"X-Import-Id: {import_id}"
@@ -904,3 +905,38 @@ def test_a_bad_staging_url_stops_the_server_at_start(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
     assert "staging" in done.stderr.lower(), done.stderr
+
+
+def test_the_dashboard_follows_a_queued_upload(
+    browser: Any, tmp_path: Path, pg_url: str, staging: Path, workers_on: Any
+) -> None:
+    """In a real browser, on a staging server: the upload says it is queued, and the import's
+    row follows the worker's progress (read from the record, not this server's live feed) to
+    ``completed`` with the worker's counts."""
+    data = write_products(tmp_path / "products.csv", 3000, reject_every=1000)
+    workers = workers_on(AMQP_BROKER)
+    workers.start(1)
+    options = ("--staging", file_url(staging), "--broker", AMQP_BROKER)
+    with serve(tmp_path, *options, db_url=pg_url) as server:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        try:
+            page.goto(server.url + "/")
+            page.wait_for_selector('#feed-status[data-state="ok"]', timeout=10_000)
+            page.set_input_files("#file-input", str(data.path))
+            page.click("#upload-button")
+            page.wait_for_selector("#upload-status[data-import-id]", timeout=10_000)
+            import_id = page.locator("#upload-status").get_attribute("data-import-id")
+            page.wait_for_function(
+                "() => document.querySelector('#upload-status').textContent.includes('queued')",
+                timeout=20_000,
+            )
+            row = page.locator(f'tr[data-testid="import-row"][data-import-id="{import_id}"]')
+            page.wait_for_selector(
+                f'tr[data-import-id="{import_id}"][data-status="completed"]', timeout=60_000
+            )
+            shown = row.locator('[data-testid="import-processed"]').inner_text()
+            assert int(re.sub(r"\D", "", shown)) == data.valid
+            failed = row.locator('[data-testid="import-failed"]').get_attribute("data-value")
+            assert failed == str(len(data.rejected))
+        finally:
+            page.close()

@@ -161,7 +161,7 @@ def _queued(job: Job) -> Summary:
     dataset = target.get("dataset")
     label = dataset["name"] if dataset else (target.get("table") or "")
     table = target.get("table") or (dataset["table"] if dataset else "")
-    return Summary(job.import_id, "queued", label, table, bytes=job.size, started_at=utc_now())
+    return Summary(job.import_id, "queued", label, table, started_at=utc_now())
 
 
 def run_plan(job: Job, enqueue: Enqueue) -> None:
@@ -207,6 +207,7 @@ def run_plan(job: Job, enqueue: Enqueue) -> None:
                     "part": asdict(part),
                     "dialect": asdict(found.dialect),
                     "dataset": dataset.model_dump(mode="json") if dataset else None,
+                    "records": found.records,
                 },
             )
 
@@ -226,8 +227,11 @@ def _splittable(target: Target, options: Options) -> bool:
     )
 
 
-def run_part(job: Job, part: Part, dialect: Dialect, dataset: Dataset | None) -> Summary | None:
-    """Import one part; returns the import's final summary if this finished the import."""
+def run_part(
+    job: Job, part: Part, dialect: Dialect, dataset: Dataset | None, records: int | None = None
+) -> Summary | None:
+    """Import one part (of an input of ``records`` records, if the plan counted them); returns
+    the import's final summary if this finished the import."""
     with ExitStack() as stack:
         store = open_store(job.db)
         stack.callback(store.close)
@@ -254,7 +258,7 @@ def run_part(job: Job, part: Part, dialect: Dialect, dataset: Dataset | None) ->
         staged = open_staging(job.staging).open_range(job.key, part.start, part.end)
         reader = CountingReader(staged, close_raw=True)
         stack.callback(reader.close)
-        progress = _ProgressSaver(store, job, part)
+        progress = _ProgressSaver(store, job, part, records)
         try:
             summary = run_import(
                 reader,
@@ -335,7 +339,7 @@ def _totals(job: Job, store: Store, status: Any) -> Summary:
     summary.failed = committed.rejected
     summary.rows = committed.records
     summary.batches = committed.batches
-    summary.bytes = job.size
+    summary.bytes = job.size if status in FINAL else 0  # a running part estimates it
     summary.finished_at = utc_now() if status in FINAL else None
     started = datetime.fromisoformat(summary.started_at)
     summary.duration_s = round((datetime.now(UTC) - started).total_seconds(), 3)
@@ -375,10 +379,11 @@ class _RejectKeeper:
 class _ProgressSaver:
     """Saves the import's running counts (from the ledger: all parts') every PROGRESS_S."""
 
-    def __init__(self, store: Store, job: Job, part: Part) -> None:
+    def __init__(self, store: Store, job: Job, part: Part, records: int | None) -> None:
         self._store = store
         self._job = job
         self._part = part
+        self._records = records
         self._last = 0.0
         self._lock = threading.Lock()
 
@@ -392,4 +397,7 @@ class _ProgressSaver:
             if self._part.count == 1:
                 summary.processed, summary.failed = event.processed, event.failed
                 summary.rows, summary.batches = event.rows, event.batches
+                summary.bytes = event.bytes
+            elif self._records:  # the parts' bytes read, estimated from their records
+                summary.bytes = min(self._job.size * summary.rows // self._records, self._job.size)
             self._store.save(summary)

@@ -73,11 +73,18 @@ def part_task(
     part: dict[str, Any],
     dialect: dict[str, Any],
     dataset: dict[str, Any] | None,
+    records: int | None = None,
     attempt: int = 1,
 ) -> None:
     from antioom.engine.datasets import Dataset
 
-    arguments = {"job": job, "part": part, "dialect": dialect, "dataset": dataset}
+    arguments = {
+        "job": job,
+        "part": part,
+        "dialect": dialect,
+        "dataset": dataset,
+        "records": records,
+    }
     _attempt(
         self,
         "part",
@@ -88,6 +95,7 @@ def part_task(
             part_from(part),
             dialect_from(dialect),
             Dataset.model_validate(dataset) if dataset else None,
+            records,
         ),
     )
 
