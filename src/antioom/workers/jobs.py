@@ -161,7 +161,8 @@ def _queued(job: Job) -> Summary:
     dataset = target.get("dataset")
     label = dataset["name"] if dataset else (target.get("table") or "")
     table = target.get("table") or (dataset["table"] if dataset else "")
-    return Summary(job.import_id, "queued", label, table, started_at=utc_now())
+    # ``bytes``: the input bytes taken so far, all of them (staged); running parts count again
+    return Summary(job.import_id, "queued", label, table, bytes=job.size, started_at=utc_now())
 
 
 def run_plan(job: Job, enqueue: Enqueue) -> None:
@@ -194,7 +195,7 @@ def run_plan(job: Job, enqueue: Enqueue) -> None:
             fail(job, str(exc))
             return
         summary = _queued(job)
-        summary.status = "running"
+        summary.status, summary.bytes = "running", 0
         summary.dialect, summary.notes = found.report, found.notes
         if found.why_one_part and wanted > 1:
             summary.notes = [*summary.notes, f"imported in one part: {found.why_one_part}"]
