@@ -62,6 +62,7 @@ from worker_helpers import (
 
 from antioom.history import open_store
 from antioom.sinks.mysql import connect_args
+from antioom.workers.jobs import PROGRESS_S
 
 SEED = int(os.environ.get("ANTIOOM_TEST_SEED") or 8)
 KILL_TRIALS = 3
@@ -940,3 +941,56 @@ def test_the_dashboard_follows_a_queued_upload(
             assert failed == str(len(data.rejected))
         finally:
             page.close()
+
+
+def test_a_queued_upload_cancelled_before_it_runs_is_never_imported(
+    tmp_path: Path, pg_url: str, staging: Path, workers_on: Any
+) -> None:
+    """DELETE of a queued import (no worker has taken it yet) ends it ``aborted``; the worker
+    that later takes its job drops it and its staged object, and creates no table."""
+    data = write_products(tmp_path / "small.csv", 2000, reject_every=1000)
+    table = new_table()
+    options = ("--staging", file_url(staging), "--broker", AMQP_BROKER)
+    workers = workers_on(AMQP_BROKER)  # the queue is purged; no worker runs yet
+    with serve(tmp_path, *options, db_url=pg_url) as server:
+        status, _, queued = upload(
+            f"{server.url}/imports?table={table}", data.path, "X-Import-Id: cancel-queued"
+        )
+        assert (status, queued["status"]) == (202, "queued"), queued
+        cancelled = httpx.delete(f"{server.url}/imports/cancel-queued")
+        assert cancelled.status_code == 202, cancelled.text
+        assert httpx.delete(f"{server.url}/imports/cancel-queued").status_code == 409
+        workers.start(1)
+        assert staged_objects(staging, timeout=30) == [], "the worker drops the staged object"
+        record = httpx.get(f"{server.url}/imports/cancel-queued").json()
+    assert record["status"] == "aborted", record
+    assert "cancelled" in record["error"]
+    assert not fetch(pg_url, "SELECT 1 FROM pg_tables WHERE tablename = %s", (table,))
+
+
+def test_a_running_split_import_cancelled_stops_its_parts_and_keeps_its_counts_true(
+    tmp_path: Path, mid_products: Products, pg_url: str, staging: Path, workers_on: Any
+) -> None:
+    """DELETE while the parts run: each part stops at its next batch, the record ends
+    ``aborted`` (never ``completed`` or ``failed`` after it) and its counts are the rows the
+    table holds; the staged object is deleted."""
+    workers = workers_on(AMQP_BROKER)
+    workers.start(1, concurrency=2)
+    wait_for_consumers(AMQP_BROKER, 1, workers)
+    table = new_table()
+    options = ("--staging", file_url(staging), "--broker", AMQP_BROKER)
+    with serve(tmp_path, *options, db_url=pg_url) as server:
+        status, _, queued = upload(
+            f"{server.url}/imports?table={table}", mid_products.path, "X-Import-Id: cancel-run"
+        )
+        assert status == 202, queued
+        wait_for_batches(pg_url, "cancel-run", 4, workers)
+        cancelled = httpx.delete(f"{server.url}/imports/cancel-run")
+        assert cancelled.status_code == 202, cancelled.text
+        assert staged_objects(staging, timeout=60) == [], "every part stopped and cleaned up"
+        time.sleep(PROGRESS_S * 2)  # a part's last save would be late by now
+        record = httpx.get(f"{server.url}/imports/cancel-run").json()
+    assert record["status"] == "aborted", record
+    [(rows,)] = fetch(pg_url, f"SELECT count(*) FROM {table}")
+    assert 0 < rows < mid_products.valid
+    assert record["processed"] == rows, (record, rows)

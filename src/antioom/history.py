@@ -44,6 +44,7 @@ DEFAULT_LEASE_S = 60.0
 # that died, so recovery leaves it alone (workers keep its heartbeat while they run it).
 QUEUE_OWNER = "queue"
 RESUMABLE = ("aborted", "failed", "interrupted")
+ACTIVE = ("queued", "running")  # what save_if_active updates
 SUMMARY_FIELDS = (
     "id",
     "status",
@@ -128,6 +129,7 @@ class Store(Protocol):
     def save(
         self, summary: Summary, origin: Origin | None = None, rejects_kept: int | None = None
     ) -> None: ...
+    def save_if_active(self, summary: Summary, rejects_kept: int | None = None) -> bool: ...
     def heartbeat(self, import_ids: Sequence[str]) -> None: ...
     def get(self, import_id: str) -> dict[str, Any] | None: ...
     def list(self, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]: ...
@@ -390,6 +392,20 @@ class ImportStore:
                 f"VALUES ({', '.join([self.placeholder] * len(names))}) " + self._upsert(names[1:]),
                 tuple(values.values()),
             )
+
+    def save_if_active(self, summary: Summary, rejects_kept: int | None = None) -> bool:
+        """Update the record only while it is queued or running; returns whether it was.
+        A queued import's parts, its DELETE and its failure race: a final status stays."""
+        values = _record_values(summary, None, rejects_kept)
+        import_id = values.pop("id")
+        p = self.placeholder
+        with self._cursor() as cursor:
+            cursor.execute(
+                f"UPDATE antioom_imports SET {', '.join(f'{name} = {p}' for name in values)} "
+                f"WHERE id = {p} AND status IN ({p}, {p})",
+                (*values.values(), import_id, *ACTIVE),
+            )
+            return bool(cursor.rowcount)
 
     def _upsert(self, names: Sequence[str]) -> str:
         """The clause that turns the INSERT of a known id into an update of ``names``."""
@@ -731,6 +747,16 @@ class MongoStore:
         values = _record_values(summary, origin, rejects_kept)
         import_id = values.pop("id")
         self._guard(lambda: self._imports.update_one({"_id": import_id}, {"$set": values}, True))
+
+    def save_if_active(self, summary: Summary, rejects_kept: int | None = None) -> bool:
+        values = _record_values(summary, None, rejects_kept)
+        import_id = values.pop("id")
+        found = self._guard(
+            lambda: self._imports.update_one(
+                {"_id": import_id, "status": {"$in": list(ACTIVE)}}, {"$set": values}
+            )
+        )
+        return bool(found.matched_count)
 
     def heartbeat(self, import_ids: Sequence[str]) -> None:
         self._guard(

@@ -855,6 +855,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         live = registry.imports.get(import_id)
         if live is None:
             record = await get_record(import_id)
+            if queued(record):  # the workers stop its parts at their next batch
+                from antioom.workers.jobs import cancel
+
+                reason = "import cancelled (DELETE)"
+                if await asyncio.to_thread(cancel, settings.db_url, import_id, reason):
+                    return JSONResponse({"id": import_id, "status": "cancelling"}, 202)
+                record = await get_record(import_id)
             raise HTTPException(409, f"import {import_id} is not running ({record['status']})")
         live.stop("import cancelled (DELETE)")
         return JSONResponse({"id": import_id, "status": "cancelling"}, 202)

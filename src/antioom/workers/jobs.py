@@ -31,7 +31,7 @@ from antioom.engine.progress import ProgressEvent, Summary, utc_now
 from antioom.engine.records import Dialect
 from antioom.engine.rejects import Reject
 from antioom.engine.source import CountingReader, Readable, decompressed
-from antioom.errors import AntioomError, DatabaseLost, DatabaseUnavailable
+from antioom.errors import AntioomError, DatabaseLost, DatabaseUnavailable, ImportCancelled
 from antioom.history import QUEUE_OWNER, Heartbeats, Origin, Store, open_store
 from antioom.sinks import open_sink
 from antioom.staging import open_staging
@@ -171,7 +171,8 @@ def run_plan(job: Job, enqueue: Enqueue) -> None:
         store = open_store(job.db)
         stack.callback(store.close)
         record = store.get(job.import_id)
-        if record is not None and record["status"] in FINAL:
+        if record is not None and record["status"] in FINAL:  # cancelled while queued
+            _delete_staged(job)
             return
         target, options = job.decoded()
         staging = open_staging(job.staging)
@@ -199,7 +200,9 @@ def run_plan(job: Job, enqueue: Enqueue) -> None:
         summary.dialect, summary.notes = found.report, found.notes
         if found.why_one_part and wanted > 1:
             summary.notes = [*summary.notes, f"imported in one part: {found.why_one_part}"]
-        store.save(summary)
+        if not store.save_if_active(summary):  # cancelled (DELETE) while it was planned
+            _delete_staged(job)
+            return
         for part in found.parts:
             enqueue(
                 "part",
@@ -238,6 +241,7 @@ def run_part(
         stack.callback(store.close)
         record = store.get(job.import_id)
         if record is not None and record["status"] in FINAL:
+            _delete_staged(job)  # if it was cancelled before this part ran
             return None
         closing = part.seqs.stop - 1
         if part.count > 1 and store.closed_parts(job.import_id, [closing]):
@@ -269,14 +273,18 @@ def run_part(
                 on_progress=progress,
                 on_reject=rejects.add,
                 flush_rejects=rejects.flush,
+                cancel=progress.cancelled,
             )
         except (DatabaseUnavailable, DatabaseLost):
             raise  # transient: the job is tried again, and resumes
+        except ImportCancelled:
+            _stopped(job, store)
+            return None
         except AntioomError as exc:
             ended: Summary | None = getattr(exc, "summary", None)
             if part.count == 1 and ended is not None:
                 ended.bytes = job.size
-                store.save(ended)
+                store.save_if_active(ended)
                 _delete_staged(job)
             else:
                 fail(job, str(exc))
@@ -307,7 +315,7 @@ def finish(job: Job, store: Store, parts: int) -> Summary | None:
     if store.closed_parts(job.import_id, closing) < parts:
         return None
     record = store.get(job.import_id)
-    if record is not None and record["status"] == "failed":  # another part failed it
+    if record is not None and record["status"] in ("failed", "aborted"):  # another part's doing
         return None
     summary = _totals(job, store, "completed")
     summary.batches -= parts  # the closing rows are no batches
@@ -324,9 +332,40 @@ def fail(job: Job, reason: str) -> None:
     try:
         summary = _totals(job, store, "failed")
         summary.error = reason
-        store.save(summary)
+        store.save_if_active(summary)  # not over a cancel, nor another part's failure
     finally:
         store.close()
+    _delete_staged(job)
+
+
+def cancel(db: str, import_id: str, reason: str) -> bool:
+    """End a queued import ``aborted`` (DELETE); returns False if it had already ended. Its
+    running parts stop at their next batch (their progress saver reads the record), and
+    each saves the counts the ledger then proves."""
+    store = open_store(db)
+    try:
+        record = store.get(import_id)
+        if record is None:
+            return False
+        summary = Summary(import_id, "aborted", record["dataset"], record["table"])
+        summary.processed, summary.failed = record["processed"] or 0, record["failed"] or 0
+        summary.rows, summary.batches = record["rows"] or 0, record["batches"] or 0
+        summary.started_at, summary.finished_at = record["started_at"], utc_now()
+        summary.error = reason
+        return store.save_if_active(summary)
+    finally:
+        store.close()
+
+
+def _stopped(job: Job, store: Store) -> None:
+    """A part stopped because its import ended (a DELETE, another part's failure): an
+    aborted record gets the counts the ledger proves now."""
+    summary = _totals(job, store, "aborted")
+    record = store.get(job.import_id) or {}
+    # Parts stop one after the other: the counts of the last one to stop are the ledger's.
+    if record.get("status") == "aborted" and summary.rows >= (record.get("rows") or 0):
+        summary.error = record.get("error") or "import cancelled"
+        store.save(summary)
     _delete_staged(job)
 
 
@@ -385,6 +424,7 @@ class _ProgressSaver:
         self._job = job
         self._part = part
         self._records = records
+        self.cancelled = threading.Event()  # set once the record is final (DELETE, a failure)
         self._last = 0.0
         self._lock = threading.Lock()
 
@@ -401,4 +441,5 @@ class _ProgressSaver:
                 summary.bytes = event.bytes
             elif self._records:  # the parts' bytes read, estimated from their records
                 summary.bytes = min(self._job.size * summary.rows // self._records, self._job.size)
-            self._store.save(summary)
+            if not self._store.save_if_active(summary):
+                self.cancelled.set()
