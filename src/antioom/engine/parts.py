@@ -159,6 +159,19 @@ def _ascii_compatible(encoding: str) -> bool:
     return len(decoded) == 256 and decoded[:128] == "".join(map(chr, range(128)))
 
 
+def _total(counted: pa.Array | None, upto: int) -> int:
+    """How many of the first ``upto`` line ends end a record."""
+    if counted is None:
+        return upto
+    return int(pc.sum(counted.slice(0, upto)).as_py() or 0)
+
+
+def _may_have_empty_lines(data: bytes) -> bool:
+    """Whether a line of the chunk may be empty: a ``\\n`` right after a ``\\n`` (or after
+    ``\\n\\r``), or one at the chunk's start (its line began in the chunk before)."""
+    return data.startswith((b"\n", b"\r\n")) or b"\n\n" in data or b"\n\r\n" in data
+
+
 def _byte(value: int) -> pa.Scalar:
     """A uint8 scalar: comparing bytes with a Python int would widen the whole chunk."""
     return pa.scalar(value, pa.uint8())
@@ -204,9 +217,9 @@ class _Scanner:
                 while pending and len(ends) and ends[-1].as_py() >= pending[0]:
                     target = pending.pop(0)
                     i = pc.index(pc.greater_equal(ends, target), True).as_py()
-                    before = pc.sum(counted.slice(0, i + 1)).as_py() or 0
+                    before = _total(counted, i + 1)
                     found.append((ends[i].as_py() + 1, self.records + before + 1))
-                self.records += pc.sum(counted).as_py() or 0
+                self.records += _total(counted, len(ends))
                 offset += len(data)
         finally:
             close = getattr(stream, "close", None)
@@ -216,21 +229,24 @@ class _Scanner:
             self._finish(offset)
         return found
 
-    def _chunk(self, data: bytes, base: int) -> tuple[pa.Array, pa.Array]:
-        """Record ends in ``data`` (absolute offsets), and whether each one ends a record."""
+    def _chunk(self, data: bytes, base: int) -> tuple[pa.Array, pa.Array | None]:
+        """Record ends in ``data`` (absolute offsets), and whether each one ends a record
+        (None: all do). Work a chunk does not need (no quote, no ``\\r``, no empty line: the
+        common case) is skipped after a byte search."""
         array = _bytes_array(data)
-        separator = pc.or_(
-            pc.or_(pc.equal(array, _byte(self.delimiter)), pc.equal(array, _byte(NEWLINE))),
-            pc.equal(array, _byte(CR)),
-        )
-        if self._closing_at_end and not (separator[0].as_py() or data[0] == self.quote):
+        if self._closing_at_end and data[0] not in self._separators():
             self.irregular = "a quote is followed by text before the delimiter"
         self._closing_at_end = False
         if self._cr_at_end and data[0] != NEWLINE:
             self.irregular = "a line ends in \\r alone"
         newline = pc.equal(array, _byte(NEWLINE))
-        cr = pc.equal(array, _byte(CR))
+        has_cr = CR in data
+        cr = pc.equal(array, _byte(CR)) if has_cr else None
         if self.quote is not None and (self._in_quotes or self.quote in data):
+            separator = pc.or_(
+                pc.or_(pc.equal(array, _byte(self.delimiter)), newline),
+                pc.equal(array, _byte(CR)) if cr is None else cr,
+            )
             quotes = pc.equal(array, _byte(self.quote))
             odd = pc.bit_wise_and(pc.cumulative_sum(pc.cast(quotes, pa.uint8())), _byte(1))
             inside = pc.not_equal(
@@ -239,11 +255,15 @@ class _Scanner:
             self._check_quotes(quotes, inside, pc.or_(separator, quotes), data)
             outside = pc.invert(inside)
             newline = pc.and_(newline, outside)
-            cr = pc.and_(cr, outside)
+            if cr is not None:
+                cr = pc.and_(cr, outside)
             self._in_quotes = bool(inside[-1].as_py())
-        self._check_cr(cr, data)
+        if cr is not None:
+            self._check_cr(cr, data)
+        else:
+            self._cr_at_end = False
         positions = pc.indices_nonzero(newline)
-        counted = self._counted(positions, array, base)
+        counted = self._counted(positions, array, base) if _may_have_empty_lines(data) else None
         if len(positions):
             self._last_end = base + positions[-1].as_py()
         self._previous = data[-1]
@@ -279,10 +299,11 @@ class _Scanner:
             self.irregular = "a line ends in \\r alone"
         self._cr_at_end = bool(cr[-1].as_py())
 
-    def _counted(self, positions: pa.Array, array: pa.Array, base: int) -> pa.Array:
-        """For each line end: 1 if it ends a record, 0 for an empty line that Arrow skips."""
+    def _counted(self, positions: pa.Array, array: pa.Array, base: int) -> pa.Array | None:
+        """For each line end: 1 if it ends a record, 0 for an empty line that Arrow skips;
+        None when every one does (no line of the chunk can be empty)."""
         if self.one_column or not len(positions):
-            return pa.array([1] * len(positions), pa.int64())
+            return None
         ends = pc.cast(positions, pa.int64())
         starts = pa.concat_arrays(
             [
