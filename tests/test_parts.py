@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 from antioom.engine import parts as parts_module
 from antioom.engine import records as records_module
 from antioom.engine.datasets import Column, Dataset
-from antioom.engine.parts import SCAN_CHUNK, Part, Plan, plan
+from antioom.engine.parts import SCAN_CHUNK, Part, Plan, Scan, Scanning, plan
 from antioom.engine.pipeline import Options, Target, resolve_dataset, run_import
 from antioom.engine.progress import Summary
 from antioom.engine.records import CsvRecords, Dialect
@@ -354,6 +354,110 @@ def test_an_input_that_cannot_be_split_safely_is_one_exact_part(cause: str) -> N
         assert found.dialect == dialect
         assert [(p.start, p.end, p.first_record) for p in found.parts] == [(0, len(data), 1)]
         assert_parts_agree(data, dialect, found)
+
+
+# --------------------------------------------------------------------------- scanned while staged
+
+
+def scanned_while_read(data: bytes, dialect: Dialect, reads: list[int]) -> Scan | None:
+    """Pass ``data`` through a :class:`Scanning` reader in reads of the given sizes (cycled),
+    as staging does, and return what it found; the bytes passed on must be ``data``."""
+    scanning = Scanning(io.BytesIO(data), dialect)
+    passed = bytearray()
+    for size in itertools.cycle(reads):
+        chunk = scanning.read(size)
+        passed += chunk
+        if not chunk:
+            break
+    assert bytes(passed) == data
+    return scanning.scan()
+
+
+@PROPERTY
+@given(
+    csv=messy_csvs(),
+    parts=st.integers(2, 8),
+    chunk=st.integers(1, 48),
+    checkpoint=st.integers(1, 64),
+    reads=st.lists(st.integers(1, 200), min_size=1, max_size=4),
+)
+def test_parts_cut_at_the_boundaries_found_while_staging_parse_as_one_pass(
+    csv: Messy, parts: int, chunk: int, checkpoint: int, reads: list[int]
+) -> None:
+    """The boundaries a staged input was scanned for as it went by (in reads of any size)
+    cut it into parts that parse to exactly what one pass parses, with the same record
+    count a scan of the staged bytes finds."""
+    with (
+        scan_chunk(chunk),
+        mock.patch.object(parts_module, "CHECKPOINT_BYTES", checkpoint),
+    ):
+        scan = scanned_while_read(csv.data, Dialect(), reads)
+        again = plan_of(csv.data, Dialect(), parts)
+        found = plan(
+            opener(csv.data), len(csv.data), Dialect(), parts, min_part_bytes=1, scanned=scan
+        )
+        assert found.records == again.records
+        assert (found.why_one_part is None) == (again.why_one_part is None)
+        assert_parts_agree(csv.data, Dialect(), found)
+
+
+@pytest.mark.parametrize("cause", [c for c in FALLBACKS if c not in ("too small", "empty")])
+def test_what_cannot_be_split_is_found_out_while_staging_too(cause: str) -> None:
+    """An input that counting quotes cannot split is one part whether or not it was scanned
+    while staged (the scan either declines or reports the irregular quote or line end)."""
+    data, dialect, why = FALLBACKS[cause]
+    assert dialect is not None
+    with scan_chunk(None):
+        scan = scanned_while_read(data, dialect, [1 << 20])
+        found = plan(opener(data), len(data), dialect, 4, min_part_bytes=1, scanned=scan)
+    assert found.why_one_part is not None and why in found.why_one_part
+    assert [(p.start, p.end) for p in found.parts] == [(0, len(data))]
+
+
+def test_a_scan_of_other_bytes_is_not_used() -> None:
+    """A scan made for other bytes (here: the input before rows were added) is ignored: the
+    plan scans again, and its parts are exact."""
+    data = HEADER + ROWS * 4
+    with scan_chunk(None):
+        stale = scanned_while_read(HEADER + ROWS * 2, Dialect(), [4096])
+        assert stale is not None
+        found = plan_of_scanned(data, stale)
+    assert len(found.parts) == 4
+    assert_parts_agree(data, Dialect(), found)
+
+
+def plan_of_scanned(data: bytes, scan: Scan) -> Plan:
+    return plan(opener(data), len(data), Dialect(), 4, min_part_bytes=1, scanned=scan)
+
+
+def test_a_plan_from_the_staging_scan_reads_only_the_head() -> None:
+    """With the boundaries found while staging, planning reads the head, not the data."""
+    data = HEADER + UNIT * ((24 << 20) // len(UNIT) + 1)
+    with scan_chunk(None):
+        scan = scanned_while_read(data, Dialect(), [1 << 20])
+        reads: list[int] = []
+        found = plan(opener(data, reads), len(data), Dialect(), 4, min_part_bytes=1, scanned=scan)
+    assert len(found.parts) == 4
+    assert sum(reads) <= 2 << 20, f"{sum(reads)} bytes read to plan {len(data)}"
+    assert found.records == (len(data) - len(HEADER)) // len(UNIT) * UNIT_ROWS
+
+
+def test_scanning_while_staging_holds_about_one_chunk() -> None:
+    """However big the input, the scanning reader holds at most the head, or one scan chunk
+    plus one read, of Python memory beyond the read it passes on."""
+    copies = (48 << 20) // len(UNIT) + 1
+    source = io.BytesIO(HEADER + UNIT * copies)
+    scanning = Scanning(source, Dialect())
+    tracemalloc.start()
+    try:
+        while chunk := scanning.read(1 << 20):
+            del chunk
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    scan = scanning.scan()
+    assert scan is not None and scan.records == copies * UNIT_ROWS
+    assert peak < 3 * SCAN_CHUNK, f"{peak / 2**20:.1f} MiB held while scanning 48 MiB"
 
 
 COMMENTED = HEADER + ROWS + b"# a comment line\n" + ROWS

@@ -16,7 +16,9 @@ the import is still exact, only not parallel.
 
 from __future__ import annotations
 
+import bisect
 import codecs
+import io
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -28,6 +30,7 @@ from antioom.engine.records import CsvRecords, Dialect
 from antioom.engine.source import PeekableReader, Readable
 
 SCAN_CHUNK = 8 << 20
+CHECKPOINT_BYTES = 8 << 20  # a Scan's boundaries: parts are cut this close to their target
 MIN_PART_BYTES = 16 << 20  # smaller parts cost more in start-up than they gain
 # A batch's seq is ``part * PART_SEQS + n``: stable across retries of a part, and the ledger
 # rows of one part are a range of seqs (its resume point is found within it).
@@ -80,8 +83,11 @@ def plan(
     parts: int,
     *,
     min_part_bytes: int = MIN_PART_BYTES,
+    scanned: Scan | None = None,
 ) -> Plan:
-    """Split the ``size`` bytes that ``open_range(start, end)`` reads into up to ``parts`` parts."""
+    """Split the ``size`` bytes that ``open_range(start, end)`` reads into up to ``parts``
+    parts. ``scanned``: what a :class:`Scanning` reader found as the input streamed past
+    (staging): its boundaries are used instead of scanning the input again."""
     records = CsvRecords(PeekableReader(open_range(0, None)), dialect)
     try:
         head = _head(records)
@@ -96,23 +102,136 @@ def plan(
         unsplittable = f"the input is smaller than {parts} parts of {min_part_bytes >> 20} MiB"
     if unsplittable is not None or start is None:
         return _one_part(records, dialect, size, unsplittable or "")
-    scan = _Scanner(records.delimiter, records.quote, one_column=len(records.header) == 1)
     step = (size - start) / wanted
     targets = [start + round(step * k) for k in range(1, wanted)]
-    boundaries = scan.run(open_range(start, size), start, targets)
-    if scan.irregular is not None:
-        return _one_part(records, dialect, size, scan.irregular)
+    this_input = (start, records.delimiter, records.quote, size)
+    if scanned is not None and scanned.of() == this_input:
+        irregular, total = scanned.irregular, scanned.records
+        offsets = [offset for offset, _ in scanned.boundaries]
+        boundaries = [
+            scanned.boundaries[i]
+            for i in (bisect.bisect_left(offsets, target) for target in targets)
+            if i < len(offsets)
+        ]
+    else:
+        scan = _Scanner(records.delimiter, records.quote, one_column=len(records.header) == 1)
+        boundaries = scan.run(open_range(start, size), start, targets)
+        irregular, total = scan.irregular, scan.records
+    if irregular is not None:
+        return _one_part(records, dialect, size, irregular)
     cuts = [(start, 1)] + [cut for cut in boundaries if cut[0] < size]
     cuts = [cut for i, cut in enumerate(cuts) if i == 0 or cut[0] > cuts[i - 1][0]]
     ends = [cut[0] for cut in cuts[1:]] + [size]
-    nexts = [cut[1] for cut in cuts[1:]] + [scan.records + 1]
+    nexts = [cut[1] for cut in cuts[1:]] + [total + 1]
     made = [
         Part(index, len(cuts), begin, end, first, following - first)
         for index, ((begin, first), end, following) in enumerate(
             zip(cuts, ends, nexts, strict=True)
         )
     ]
-    return Plan(resolved, made, scan.records, records.report, records.notes)
+    return Plan(resolved, made, total, records.report, records.notes)
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What one pass over the data found: where the data starts (``start``, read with
+    ``delimiter`` and ``quote``), record boundaries — (offset just past a record end, number
+    of the record after it) — at least every ``CHECKPOINT_BYTES``, the data records of the
+    ``size`` bytes, and why counting quotes cannot be trusted (None when it can)."""
+
+    start: int
+    delimiter: str
+    quote: str
+    size: int
+    records: int
+    boundaries: list[tuple[int, int]]
+    irregular: str | None = None
+
+    def of(self) -> tuple[int, str, str, int]:
+        """What the scan is valid for: the data's start, delimiter, quote and size."""
+        return self.start, self.delimiter, self.quote, self.size
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Scan:
+        """A Scan from its fields as JSON gives them back (pairs as lists)."""
+        return cls(**{**data, "boundaries": [tuple(pair) for pair in data["boundaries"]]})
+
+
+class Scanning:
+    """A reader that scans the bytes it passes on for record boundaries, so that an input
+    being staged (whose bytes go by once anyway) need not be read again to be planned.
+
+    The head (up to twice ``max_record_bytes``) is held until the dialect and header are known,
+    then the data is scanned in chunks of up to ``SCAN_CHUNK``. :meth:`scan` is None when
+    the input cannot be split by counting quotes (:func:`plan` then finds out why) or when
+    scanning failed: scanning never fails the read."""
+
+    def __init__(self, source: Readable, dialect: Dialect) -> None:
+        self._source = source
+        self._dialect = dialect
+        self._head_limit = 2 * dialect.max_record_bytes
+        self._pending = bytearray()  # the head, then the data not yet scanned
+        self._scanner: _Scanner | None = None
+        self._start = 0
+        self._size = 0
+        self._off = False
+        self._ended = False
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._source.read(size)
+        self._size += len(data)
+        if not self._off:
+            try:
+                self._take(data)
+            except Exception:  # a planning problem is the plan's to report, not the upload's
+                self._off, self._scanner, self._pending = True, None, bytearray()
+        return data
+
+    def _take(self, data: bytes) -> None:
+        self._pending += data
+        if self._scanner is None:
+            if data and len(self._pending) < self._head_limit:
+                return
+            self._begin()
+            if self._scanner is None:
+                return
+        if len(self._pending) >= SCAN_CHUNK or (not data and self._pending):
+            chunk, self._pending = bytes(self._pending), bytearray()
+            self._scanner.feed(chunk)
+        if not data and not self._ended:
+            self._ended = True
+            self._scanner.end()
+
+    def _begin(self) -> None:
+        """Read the head as :func:`plan` does; start scanning after it."""
+        head = bytes(self._pending)
+        records = CsvRecords(PeekableReader(io.BytesIO(head)), self._dialect)
+        records.close()
+        start = records.data_offset
+        if records.empty or _not_splittable(records) is not None or start is None:
+            self._off, self._pending = True, bytearray()
+            return
+        self._scanner = _Scanner(
+            records.delimiter, records.quote, one_column=len(records.header) == 1
+        )
+        self._scanner.begin(start, [start + CHECKPOINT_BYTES], every=CHECKPOINT_BYTES)
+        self._start, self._delimiter, self._quote = start, records.delimiter, records.quote
+        self._pending = bytearray(head[start:])
+
+    def scan(self) -> Scan | None:
+        """What was found, once the source has been read to its end."""
+        scanner = self._scanner
+        if self._off or scanner is None or not self._ended:
+            return None
+        return Scan(
+            self._start,
+            self._delimiter,
+            self._quote,
+            self._size,
+            scanner.records,
+            scanner.found,
+            scanner.irregular,
+        )
 
 
 def _head(records: CsvRecords) -> tuple[Dialect, int | None]:
@@ -204,30 +323,49 @@ class _Scanner:
     def run(self, stream: Readable, start: int, targets: list[int]) -> list[tuple[int, int]]:
         """Scan to the end; return, for each target offset, (offset just past the first record
         end at or after it, number of the record that starts there)."""
-        found: list[tuple[int, int]] = []
-        pending = list(targets)
-        offset = start
-        self._last_end = start - 1
+        self.begin(start, targets)
         try:
             while self.irregular is None:
                 data = stream.read(SCAN_CHUNK)
                 if not data:
                     break
-                ends, counted = self._chunk(data, offset)
-                while pending and len(ends) and ends[-1].as_py() >= pending[0]:
-                    target = pending.pop(0)
-                    i = pc.index(pc.greater_equal(ends, target), True).as_py()
-                    before = _total(counted, i + 1)
-                    found.append((ends[i].as_py() + 1, self.records + before + 1))
-                self.records += _total(counted, len(ends))
-                offset += len(data)
+                self.feed(data)
         finally:
             close = getattr(stream, "close", None)
             if close is not None:
                 close()
+        self.end()
+        return self.found
+
+    def begin(self, start: int, targets: list[int], every: int = 0) -> None:
+        """Expect data from offset ``start``, and the boundaries after ``targets`` (then,
+        with ``every``, after each ``every`` bytes more)."""
+        self.found: list[tuple[int, int]] = []
+        self._pending = list(targets)
+        self._every = every
+        self._offset = start
+        self._last_end = start - 1
+
+    def feed(self, data: bytes) -> None:
+        """Scan the next bytes of the data."""
+        if self.irregular is not None or not data:
+            return
+        ends, counted = self._chunk(data, self._offset)
+        pending = self._pending
+        while pending and len(ends) and ends[-1].as_py() >= pending[0]:
+            target = pending.pop(0)
+            i = pc.index(pc.greater_equal(ends, target), True).as_py()
+            before = _total(counted, i + 1)
+            self.found.append((ends[i].as_py() + 1, self.records + before + 1))
+            if self._every:
+                pending.append(target + self._every)
+        self.records += _total(counted, len(ends))
+        self._offset += len(data)
+
+    def end(self) -> None:
+        """The data has ended: count its last line."""
         if self.irregular is None:
-            self._finish(offset)
-        return found
+            self._finish(self._offset)
 
     def _chunk(self, data: bytes, base: int) -> tuple[pa.Array, pa.Array | None]:
         """Record ends in ``data`` (absolute offsets), and whether each one ends a record

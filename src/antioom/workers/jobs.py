@@ -1,8 +1,10 @@
 """Queued imports: a staged input imported by workers, in parts, through the one pipeline.
 
-    submit:  bytes → staging (``Staging.put``) → record ``queued`` → enqueue ``plan``
-    plan:    read the head, scan for record boundaries (:func:`antioom.engine.parts.plan`),
-             create the table, enqueue one ``part`` job per part
+    submit:  bytes → staging (``Staging.put``; record boundaries found on the way,
+             :class:`~antioom.engine.parts.Scanning`) → record ``queued`` → enqueue ``plan``
+    plan:    read the head, cut the parts at those boundaries (or scan for them:
+             :func:`antioom.engine.parts.plan`), create the table, enqueue one ``part`` job
+             per part
     part:    staged bytes ``start..end`` → :func:`~antioom.engine.pipeline.run_import` →
              close the part in the ledger; the worker that closes the last part saves the
              final record and deletes the staged object
@@ -25,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from antioom.engine.datasets import Dataset
-from antioom.engine.parts import PART_SEQS, Part, plan
+from antioom.engine.parts import PART_SEQS, Part, Scan, Scanning, plan
 from antioom.engine.pipeline import Options, Target, resolve_dataset, run_import
 from antioom.engine.progress import ProgressEvent, Summary, utc_now
 from antioom.engine.records import Dialect
@@ -57,6 +59,7 @@ class Job:
     source: str | None = None  # the file name, for the record
     uploaded_by: str | None = None
     rejects_kept: int = REJECTS_KEPT
+    scan: dict[str, Any] | None = None  # record boundaries found while staging (a Scan)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,8 +132,14 @@ def stage(source: Readable, job: Job) -> Job:
     """Put ``source`` (streamed, never held whole) in the job's staging storage,
     decompressed: parts are byte ranges of the CSV itself. Returns the job with its size."""
     reader = source if isinstance(source, CountingReader) else CountingReader(source)
-    size = open_staging(job.staging).put(job.key, decompressed(reader))
-    return replace(job, size=size)
+    staged = decompressed(reader)
+    target, options = job.decoded()
+    scanning = None
+    if job.parts > 1 and _splittable(target, options):  # plan while the bytes go by
+        staged = scanning = Scanning(staged, options.dialect)
+    size = open_staging(job.staging).put(job.key, staged)
+    scan = scanning.scan() if scanning is not None else None
+    return replace(job, size=size, scan=asdict(scan) if scan is not None else None)
 
 
 def queue(job: Job, enqueue: Enqueue) -> Summary:
@@ -182,7 +191,8 @@ def run_plan(job: Job, enqueue: Enqueue) -> None:
 
         wanted = job.parts if _splittable(target, options) else 1
         try:
-            found = plan(open_range, job.size, options.dialect, wanted)
+            scanned = Scan.from_dict(job.scan) if job.scan else None
+            found = plan(open_range, job.size, options.dialect, wanted, scanned=scanned)
             dataset = None
             if len(found.parts) > 1:
                 first = found.parts[0]
@@ -203,6 +213,7 @@ def run_plan(job: Job, enqueue: Enqueue) -> None:
         if not store.save_if_active(summary):  # cancelled (DELETE) while it was planned
             _delete_staged(job)
             return
+        job = replace(job, scan=None)  # the parts do not need it
         for part in found.parts:
             enqueue(
                 "part",
