@@ -698,6 +698,32 @@ def test_a_job_that_cannot_succeed_fails_once_with_its_reason(
     assert queue_depth(AMQP_BROKER)[0] == 0, "nothing queued again"
     assert len(workers.live()) == 1, workers.logs()
 
+    # Its id is used: neither queued again nor resumed in one pass (its ledger is in parts).
+    import_id = queued["import_id"]
+    for extra in (["--queue", "--staging", file_url(staging), "--broker", AMQP_BROKER], []):
+        done = subprocess.run(
+            [
+                *antioom_command(),
+                "import",
+                str(path),
+                "--db",
+                pg_url,
+                "--table",
+                "t",
+                "--import-id",
+                import_id,
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 2, done.stderr
+        assert f"import {import_id}" in done.stderr and "choose another import id" in done.stderr
+        assert "Traceback" not in done.stderr
+    assert staged_objects(staging) == [], "refused before staging anything"
+
 
 def test_a_job_whose_staged_object_is_gone_fails_with_its_reason(
     fat_products: Products, pg_url: str, staging: Path, workers_on: Any

@@ -212,7 +212,7 @@ def queue_csv(
     imported side by side; the record in ``db`` follows the import. ``enqueue`` defaults to
     the Celery app's (``ANTIOOM_BROKER_URL``).
     """
-    from antioom.workers.jobs import job_for, submit
+    from antioom.workers.jobs import check_new, job_for, submit
 
     import_id = import_id or uuid.uuid4().hex
     target, options = _target_and_options(
@@ -251,6 +251,9 @@ def queue_csv(
         uploaded_by=uploaded_by,
     )
     with ExitStack() as stack:
+        store = open_store(job.db)
+        stack.callback(store.close)
+        check_new(store, job.import_id)  # before the whole file is staged
         reader = open_path(source) if isinstance(source, str | Path) else CountingReader(source)
         stack.callback(reader.close)
         return submit(reader, job, enqueue)

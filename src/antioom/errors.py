@@ -41,6 +41,13 @@ class DatabaseLost(AntioomError):
     exit_code = 5
 
 
+class StagingUnavailable(AntioomError):
+    """The staging storage failed for a while (S3 throttling, a 5xx, a broken connection):
+    a queued import's job is tried again."""
+
+    exit_code = 4
+
+
 class TargetError(AntioomError):
     """The target table cannot take this data: invalid or reserved names the database refuses,
     too many columns, an existing table whose columns do not fit."""

@@ -187,6 +187,11 @@ def check_can_run(store: Store, import_id: str, key: str | None) -> None:
         return
     if record["status"] == "completed":
         raise ImportConflict(f"import {import_id} already completed: choose another import id")
+    if record.get("owner") == QUEUE_OWNER:  # its ledger is in parts: a single pass would
+        raise ImportConflict(  # misread it
+            f"import {import_id} was queued for the workers ({record['status']}): it cannot "
+            "be run again here; choose another import id"
+        )
     if is_live(record):
         raise ImportConflict(f"import {import_id} is running (process {record.get('owner')})")
     if key and record.get("source_key") and record["source_key"] != key:
@@ -519,18 +524,18 @@ class ImportStore:
         """Record in the ledger that a part is done: a row of no rows at the part's last seq,
         whose span holds the records after its last batch (rejected ones). Idempotent."""
         p, q = self.placeholder, self.quote
-        values = (import_id, seq, start_record, end_record)
-        with self._cursor() as cursor:
-            cursor.execute(
-                f"SELECT 1 FROM {LEDGER_TABLE} WHERE import_id = {p} AND seq = {p}", values[:2]
-            )
-            if cursor.fetchone() is not None:
-                return
-            cursor.execute(
-                f"INSERT INTO {LEDGER_TABLE} (import_id, seq, {q}rows{q}, committed_at, "
-                f"start_record, end_record) VALUES ({p}, {p}, 0, {self.now}, {p}, {p})",
-                values,
-            )
+        if self.closed_parts(import_id, [seq]):
+            return
+        try:
+            with self._cursor() as cursor:
+                cursor.execute(
+                    f"INSERT INTO {LEDGER_TABLE} (import_id, seq, {q}rows{q}, committed_at, "
+                    f"start_record, end_record) VALUES ({p}, {p}, 0, {self.now}, {p}, {p})",
+                    (import_id, seq, start_record, end_record),
+                )
+        except Exception:
+            if not self.closed_parts(import_id, [seq]):  # not closed by another run meanwhile
+                raise
 
     def closed_parts(self, import_id: str, seqs: Sequence[int]) -> int:
         """How many of the parts whose closing seqs are ``seqs`` are done."""

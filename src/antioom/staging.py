@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from antioom.errors import AntioomError, ConfigError, InputError
+from antioom.errors import AntioomError, ConfigError, InputError, StagingUnavailable
 
 if TYPE_CHECKING:  # at run time this would import pyarrow, which the CLI start-up avoids
     from antioom.engine.source import Readable
 
+# S3's answers that mean "try again later": throttling, timeouts, internal errors (and 5xx)
+TRANSIENT_CODES = ("SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "503")
 S3_MIN_PART_BYTES = 5 << 20  # S3's minimum size for every multipart part but the last
 ACCEPTED_FORMS = "file:///absolute/dir or s3://bucket/prefix[?endpoint_url=http://host:port]"
 
@@ -247,8 +249,9 @@ class S3Staging(Staging):
                 f"S3 staging s3://{self.bucket}: no credentials "
                 "(set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
             ) from None
-        except BotoCoreError as exc:
-            raise ConfigError(f"S3 staging s3://{self.bucket}: {_first_line(exc)}") from None
+        except BotoCoreError as exc:  # no answer: the endpoint, a connection, a timeout
+            error_class = ConfigError if key is None else StagingUnavailable
+            raise error_class(f"S3 staging s3://{self.bucket}: {_first_line(exc)}") from None
 
     def _endpoint(self) -> str:
         return str(self._client.meta.endpoint_url)
@@ -267,7 +270,12 @@ class S3Staging(Staging):
         if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
             return ConfigError(f"S3 staging {where} refused access: {message}")
         # Without a key this is the bucket check of open_staging: whatever fails, it is the URL.
-        error_class = ConfigError if key is None else AntioomError
+        if key is None:
+            error_class: type[AntioomError] = ConfigError
+        elif code in TRANSIENT_CODES or code.startswith("5"):
+            error_class = StagingUnavailable
+        else:
+            error_class = AntioomError
         return error_class(f"S3 staging {where} failed: {message}")
 
     def put(self, key: str, source: Readable, *, part_bytes: int = 8 << 20) -> int:
@@ -335,7 +343,7 @@ class _S3RangeReader(RangeReader):
         try:
             return super().read(size)
         except BotoCoreError as exc:
-            raise AntioomError(f"reading {self._where} failed: {_first_line(exc)}") from None
+            raise StagingUnavailable(f"reading {self._where} failed: {_first_line(exc)}") from None
 
 
 def _first_line(error: object) -> str:

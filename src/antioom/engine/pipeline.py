@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from antioom.engine.batching import Batch, rebatch
 from antioom.engine.datasets import Dataset
-from antioom.engine.parts import Part
+from antioom.engine.parts import PART_SEQS, Part
 from antioom.engine.progress import Meter, ProgressEvent, Summary
 from antioom.engine.records import Block, CsvRecords, Dialect
 from antioom.engine.rejects import Reject
@@ -37,6 +37,7 @@ from antioom.errors import (
     ConfigError,
     DatabaseLost,
     ImportCancelled,
+    ImportConflict,
     InputError,
     TooManyRejects,
 )
@@ -143,6 +144,11 @@ def run_import(
         if target.reset != "drop":  # prepare first: it also brings an older ledger up to date
             sink.prepare(dataset, alter=target.alter)
         earlier = sink.committed(import_id, part.seqs if part is not None else ALL_SEQS)
+        if part is None and earlier.next_seq > PART_SEQS:
+            raise ImportConflict(
+                f"import {import_id} was imported in parts by workers: it cannot be resumed "
+                "in one pass; choose another import id"
+            )
         first_seq = earlier.next_seq if earlier.batches else (part.seqs.start if part else 0)
         if target.reset is not None:
             if earlier.batches:

@@ -314,6 +314,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(409, f"import {import_id} is running in another process")
         if earlier is not None and queued(earlier):
             raise HTTPException(409, f"import {import_id} is queued for the workers")
+        if earlier is not None and settings.staging_url:  # parts cannot resume another shape
+            raise HTTPException(
+                409, f"import {import_id} exists ({earlier['status']}): choose another X-Import-Id"
+            )
         live = LiveImport(import_id, ByteChannel(settings.channel_bytes))
         if not registry.try_start(live):
             raise HTTPException(

@@ -17,6 +17,7 @@ binds these functions to it.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -33,7 +34,14 @@ from antioom.engine.progress import ProgressEvent, Summary, utc_now
 from antioom.engine.records import Dialect
 from antioom.engine.rejects import Reject
 from antioom.engine.source import CountingReader, Readable, decompressed
-from antioom.errors import AntioomError, DatabaseLost, DatabaseUnavailable, ImportCancelled
+from antioom.errors import (
+    AntioomError,
+    DatabaseLost,
+    DatabaseUnavailable,
+    ImportCancelled,
+    ImportConflict,
+    StagingUnavailable,
+)
 from antioom.history import QUEUE_OWNER, Heartbeats, Origin, Store, open_store
 from antioom.sinks import open_sink
 from antioom.staging import open_staging
@@ -42,6 +50,9 @@ DEFAULT_PARTS = 4
 PROGRESS_S = 1.0  # how often a running part saves the import's counts
 REJECTS_KEPT = 1000  # rejects stored per import (shared out between its parts)
 FINAL = ("completed", "failed", "aborted")
+TRANSIENT = (DatabaseUnavailable, DatabaseLost, StagingUnavailable)  # the job is tried again
+
+log = logging.getLogger("antioom.workers")
 
 
 @dataclass(frozen=True)
@@ -147,6 +158,7 @@ def queue(job: Job, enqueue: Enqueue) -> Summary:
     If the broker refuses it, the import ends failed and its staged object goes."""
     store = open_store(job.db)
     try:
+        check_new(store, job.import_id, staging_here=True)
         summary = _queued(job)
         origin = Origin(
             QUEUE_OWNER, source=job.source, source_bytes=job.size, uploaded_by=job.uploaded_by
@@ -163,6 +175,20 @@ def queue(job: Job, enqueue: Enqueue) -> Summary:
         return summary
     finally:
         store.close()
+
+
+def check_new(store: Store, import_id: str, *, staging_here: bool = False) -> None:
+    """Refuse an import id that was used before: a queued import's ledger is cut in parts of
+    its own, so an id is never queued twice nor resumed in another shape. ``staging_here``:
+    the server's own record of the upload it is staging is no earlier use."""
+    record = store.get(import_id)
+    if record is None or (
+        staging_here and record.get("owner") != QUEUE_OWNER and record["status"] == "running"
+    ):
+        return
+    raise ImportConflict(
+        f"import {import_id} exists ({record['status']}): choose another import id"
+    )
 
 
 def _queued(job: Job) -> Summary:
@@ -200,7 +226,7 @@ def run_plan(job: Job, enqueue: Enqueue) -> None:
                 dataset = resolve_dataset(source, target, found.dialect)
                 with open_sink(job.db) as sink:
                     sink.prepare(dataset, alter=target.alter)
-        except (DatabaseUnavailable, DatabaseLost):
+        except TRANSIENT:
             raise
         except AntioomError as exc:
             fail(job, str(exc))
@@ -286,10 +312,13 @@ def run_part(
                 flush_rejects=rejects.flush,
                 cancel=progress.cancelled,
             )
-        except (DatabaseUnavailable, DatabaseLost):
-            raise  # transient: the job is tried again, and resumes
+        except TRANSIENT:
+            raise  # the job is tried again, and resumes
         except ImportCancelled:
             _stopped(job, store)
+            return None
+        except ImportConflict as exc:  # another run of this part (a redelivered copy) writes it
+            log.warning("part %d of import %s: %s", part.index + 1, job.import_id, exc)
             return None
         except AntioomError as exc:
             ended: Summary | None = getattr(exc, "summary", None)
@@ -303,8 +332,10 @@ def run_part(
         if part.count == 1:
             summary.bytes = job.size
             summary.status = "completed"
-            store.save(summary, rejects_kept=rejects.kept)
             _delete_staged(job)
+            if not store.save_if_active(summary, rejects_kept=rejects.kept):
+                _stopped(job, store)  # cancelled at the last moment: it stays so, counted
+                return None
             return summary
         if summary.rows != part.records:
             fail(
@@ -332,7 +363,9 @@ def finish(job: Job, store: Store, parts: int) -> Summary | None:
     summary.batches -= parts  # the closing rows are no batches
     kept = sum(count for _, count in store.reject_reasons(job.import_id))
     _delete_staged(job)  # first: a worker dying before the save finds every part closed
-    store.save(summary, rejects_kept=kept)
+    if not store.save_if_active(summary, rejects_kept=kept):
+        _stopped(job, store)  # cancelled at the last moment: it stays so, counted
+        return None
     return summary
 
 
@@ -358,9 +391,11 @@ def cancel(db: str, import_id: str, reason: str) -> bool:
         record = store.get(import_id)
         if record is None:
             return False
+        committed = store.committed(import_id)
         summary = Summary(import_id, "aborted", record["dataset"], record["table"])
-        summary.processed, summary.failed = record["processed"] or 0, record["failed"] or 0
-        summary.rows, summary.batches = record["rows"] or 0, record["batches"] or 0
+        summary.processed, summary.failed = committed.committed_rows, committed.rejected
+        summary.rows, summary.batches = committed.records, committed.batches
+        summary.bytes = record["bytes"] or 0
         summary.started_at, summary.finished_at = record["started_at"], utc_now()
         summary.error = reason
         return store.save_if_active(summary)
@@ -369,14 +404,17 @@ def cancel(db: str, import_id: str, reason: str) -> bool:
 
 
 def _stopped(job: Job, store: Store) -> None:
-    """A part stopped because its import ended (a DELETE, another part's failure): an
-    aborted record gets the counts the ledger proves now."""
-    summary = _totals(job, store, "aborted")
+    """A part stopped because its import ended (a DELETE, another part's failure): the final
+    record keeps its status and reason, and gets the counts the ledger proves now."""
     record = store.get(job.import_id) or {}
-    # Parts stop one after the other: the counts of the last one to stop are the ledger's.
-    if record.get("status") == "aborted" and summary.rows >= (record.get("rows") or 0):
-        summary.error = record.get("error") or "import cancelled"
-        store.save(summary)
+    status = record.get("status")
+    if status in ("aborted", "failed"):
+        summary = _totals(job, store, status)
+        # Parts stop one after the other: the counts of the last one to stop are the ledger's.
+        if summary.rows >= (record.get("rows") or 0):
+            summary.error = record.get("error")
+            summary.finished_at = record.get("finished_at") or summary.finished_at
+            store.save(summary)
     _delete_staged(job)
 
 

@@ -16,14 +16,16 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, Task
+from celery.exceptions import Reject
 
-from antioom.errors import DatabaseLost, DatabaseUnavailable
-from antioom.workers.jobs import Job, dialect_from, fail, part_from, run_part, run_plan
+from antioom.workers.jobs import TRANSIENT, Job, dialect_from, fail, part_from, run_part, run_plan
 
 DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672//"
 QUEUE = "antioom"
-MAX_ATTEMPTS = 5
+MAX_ATTEMPTS = 5  # deliveries of a job whose workers died
+TRANSIENT_ATTEMPTS = 12  # tries while the database or the staging storage is away: ~7 min
 RETRY_BASE_S = 2.0
+RETRY_MAX_S = 60.0
 
 log = logging.getLogger("antioom.workers")
 
@@ -109,23 +111,44 @@ def _attempt(
     if (task.request.delivery_info or {}).get("redelivered"):
         # The worker that had it died (or lost its connection) before finishing.
         if attempt >= MAX_ATTEMPTS:
-            fail(job, f"{what} was given up after {attempt} attempts: its workers kept dying")
+            reason = f"{what} was given up after {attempt} attempts: its workers kept dying"
+            _give_up(kind, arguments, attempt, reason)
             return
         log.warning("%s of import %s: redelivered, attempt %d", what, job.import_id, attempt + 1)
-        enqueue(kind, arguments, attempt + 1)
+        _requeue(kind, arguments, attempt + 1)
         return
     try:
         work()
-    except (DatabaseUnavailable, DatabaseLost) as exc:
-        if attempt >= MAX_ATTEMPTS:
-            fail(job, f"{what} was given up after {attempt} attempts: {exc}")
+    except TRANSIENT as exc:
+        if attempt >= TRANSIENT_ATTEMPTS:
+            _give_up(
+                kind, arguments, attempt, f"{what} was given up after {attempt} attempts: {exc}"
+            )
             return
-        delay = RETRY_BASE_S * 2 ** (attempt - 1)
+        delay = min(RETRY_BASE_S * 2 ** (attempt - 1), RETRY_MAX_S)
         log.warning("%s of import %s: %s; again in %.0f s", what, job.import_id, exc, delay)
-        enqueue(kind, arguments, attempt + 1, delay)
+        _requeue(kind, arguments, attempt + 1, delay)
     except Exception as exc:  # a bug: end the import with it rather than retry blindly
         log.exception("%s of import %s failed", what, job.import_id)
-        fail(job, f"internal error in {what}: {exc!r}")
+        _give_up(kind, arguments, attempt, f"internal error in {what}: {exc!r}")
+
+
+def _give_up(kind: str, arguments: dict[str, Any], attempt: int, reason: str) -> None:
+    """End the import failed with ``reason``; if even that cannot be saved (the database is
+    away), keep the job so that a later try records it: no record is left running."""
+    try:
+        fail(Job.from_dict(arguments["job"]), reason)
+    except Exception as exc:
+        log.warning("could not record the failure (%s): again in %.0f s", exc, RETRY_MAX_S)
+        _requeue(kind, arguments, attempt, RETRY_MAX_S)
+
+
+def _requeue(kind: str, arguments: dict[str, Any], attempt: int, delay_s: float = 0) -> None:
+    """Queue the job again; if the broker refuses, give this delivery back to it."""
+    try:
+        enqueue(kind, arguments, attempt, delay_s)
+    except Exception as exc:
+        raise Reject(f"could not queue the job again: {exc}", requeue=True) from exc
 
 
 def _what(kind: str, arguments: dict[str, Any]) -> str:
