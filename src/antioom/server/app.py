@@ -858,15 +858,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def cancel_import(import_id: str) -> JSONResponse:
         live = registry.imports.get(import_id)
         if live is None:
-            record = await get_record(import_id)
-            if queued(record):  # the workers stop its parts at their next batch
-                from antioom.workers.jobs import cancel
+            record: dict[str, Any] | None = await get_record(import_id)
+        else:  # a staged upload's request may not have answered yet, its job queued already
+            record = await asyncio.to_thread(store().get, import_id)
+        if record is not None and queued(record):  # the workers stop its parts at their next batch
+            from antioom.workers.jobs import cancel
 
-                reason = "import cancelled (DELETE)"
-                if await asyncio.to_thread(cancel, settings.db_url, import_id, reason):
-                    return JSONResponse({"id": import_id, "status": "cancelling"}, 202)
-                record = await get_record(import_id)
-            raise HTTPException(409, f"import {import_id} is not running ({record['status']})")
+            reason = "import cancelled (DELETE)"
+            if await asyncio.to_thread(cancel, settings.db_url, import_id, reason):
+                return JSONResponse({"id": import_id, "status": "cancelling"}, 202)
+            record = await get_record(import_id)
+        if live is None:
+            status = record["status"] if record else "unknown"
+            raise HTTPException(409, f"import {import_id} is not running ({status})")
         live.stop("import cancelled (DELETE)")
         return JSONResponse({"id": import_id, "status": "cancelling"}, 202)
 
