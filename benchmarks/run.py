@@ -504,6 +504,15 @@ def build_cases(data: DataFile, config: Config) -> list[Case]:
                 Target(1.0, "<= 1.0x"),
             ),
             Case(
+                "pg-insert-workers",
+                "PostgreSQL insert, --workers 2",
+                replace(pg_insert, command=[*pg_insert.command, "--workers", "2"]),
+                Contender(
+                    "psql \\copy", pg_copy_command(url, data), pg_plain_reset, pg_plain_count
+                ),
+                Target(1.0, "<= 1.0x"),
+            ),
+            Case(
                 "pg-keyed-insert",
                 "PostgreSQL insert, sku-keyed table",
                 antioom_contender(data, url, "products_keyed", pg_keyed_insert_reset, pg_kc),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack, suppress
@@ -24,11 +25,12 @@ from antioom.engine.pipeline import (
     Options,
     Target,
     run_import,
+    splittable,
 )
 from antioom.engine.progress import ProgressEvent, Summary, utc_now
 from antioom.engine.records import Dialect
 from antioom.engine.rejects import Reject
-from antioom.engine.source import CountingReader, Readable, open_path
+from antioom.engine.source import GZIP_MAGIC, ZSTD_MAGIC, CountingReader, Readable, open_path
 from antioom.errors import AntioomError, ConfigError, DatabaseUnavailable
 from antioom.history import (
     Heartbeats,
@@ -40,6 +42,7 @@ from antioom.history import (
     source_key,
     this_process,
 )
+from antioom.parallel import import_in_parts, plan_file
 from antioom.sinks import open_sink
 from antioom.sinks.dry_run import DryRunSink
 from antioom.workers.jobs import DEFAULT_PARTS, Enqueue
@@ -87,6 +90,7 @@ def import_csv(
     limit: int | None = None,
     max_rejects: int | None = None,
     dry_run: bool = False,
+    workers: int = 1,
 ) -> Summary:
     """Stream ``source`` (a path, ``-`` for stdin, or a binary stream) into ``db``.
 
@@ -107,6 +111,11 @@ def import_csv(
     table first; ``limit`` imports the first N records; ``max_rejects`` stops the import with
     :class:`~antioom.errors.TooManyRejects` once more rows are rejected (0: at the first);
     ``dry_run`` reads and validates everything and writes nothing (no database needed).
+
+    ``workers`` > 1 imports a local file in up to that many parts side by side (see
+    :mod:`antioom.parallel`), when it can be: an uncompressed regular file, an insert without
+    a key, limit or reject cap, into a database that takes several writers (not SQLite);
+    otherwise it is imported in one pass and ``notes`` says why.
     """
     import_id = import_id or uuid.uuid4().hex
     target, options = _target_and_options(
@@ -150,20 +159,45 @@ def import_csv(
             heartbeats = Heartbeats(lambda: store)
             heartbeats.add(import_id)
             stack.callback(heartbeats.stop)
+        in_parts, why_not, began = None, None, time.monotonic()
+        if workers > 1 and not dry_run:
+            why_not = _why_one_pass(source, db, target, options)
+            if why_not is None:
+                assert isinstance(source, str | Path)
+                in_parts = plan_file(str(source), options, workers)
+                why_not = in_parts.why_one_part if len(in_parts.parts) == 1 else None
         reader = open_path(source) if isinstance(source, str | Path) else CountingReader(source)
         stack.callback(reader.close)
         try:
-            summary = run_import(
-                reader,
-                sink,
-                target,
-                options,
-                on_progress=on_progress,
-                on_reject=on_reject,
-                flush_rejects=flush_rejects,
-                cancel=cancel,
-                refused_before_commit=refused_before_commit,
-            )
+            if in_parts is not None and why_not is None:
+                summary = import_in_parts(
+                    str(source),
+                    db,
+                    in_parts,
+                    target,
+                    options,
+                    store,
+                    on_progress=on_progress,
+                    on_reject=on_reject,
+                    flush_rejects=flush_rejects,
+                    cancel=cancel,
+                )
+                summary.duration_s = round(time.monotonic() - began, 3)  # the plan's scan too
+                summary.rows_per_s = round(summary.rows / max(summary.duration_s, 1e-9), 1)
+            else:
+                summary = run_import(
+                    reader,
+                    sink,
+                    target,
+                    options,
+                    on_progress=on_progress,
+                    on_reject=on_reject,
+                    flush_rejects=flush_rejects,
+                    cancel=cancel,
+                    refused_before_commit=refused_before_commit,
+                )
+                if why_not is not None:
+                    summary.notes.append(f"imported in one pass: {why_not}")
         except AntioomError as exc:
             ended: Summary | None = getattr(exc, "summary", None)
             if store is not None and ended is not None:
@@ -257,6 +291,23 @@ def queue_csv(
         reader = open_path(source) if isinstance(source, str | Path) else CountingReader(source)
         stack.callback(reader.close)
         return submit(reader, job, enqueue)
+
+
+def _why_one_pass(
+    source: str | Path | Readable, db: str, target: Target, options: Options
+) -> str | None:
+    """Why ``source`` cannot be imported in parts side by side, or None if it may be."""
+    if not isinstance(source, str | Path) or str(source) == "-" or not os.path.isfile(source):
+        return "only a regular file can be read in parts"
+    if db.startswith("sqlite"):
+        return "SQLite takes one writer at a time"
+    if not splittable(target, options):
+        return "upserts, keyed inserts, --limit, --max-rejects, --drop and --truncate need one pass"
+    with open(source, "rb") as head:
+        magic = head.read(4)
+    if magic.startswith((GZIP_MAGIC, ZSTD_MAGIC)):
+        return "a compressed file is read from its start"
+    return None
 
 
 def _target_and_options(

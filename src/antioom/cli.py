@@ -383,6 +383,14 @@ def import_command(
         int,
         typer.Option(help="With --queue: split an insert without a key into up to N parts."),
     ] = DEFAULT_PARTS,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Import a local file in up to N parts side by side, one connection each "
+            "(an uncompressed file, an insert without a key; not SQLite).",
+        ),
+    ] = 1,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -438,6 +446,8 @@ def import_command(
                 raise ConfigError(f"--queue cannot be combined with {', '.join(unsupported)}")
             if not staging:
                 raise ConfigError("--queue needs --staging URL (or ANTIOOM_STAGING_URL)")
+            if workers > 1:
+                raise ConfigError("--workers is for a local import: a queued one takes --parts")
             _queue(
                 path,
                 as_json=as_json,
@@ -461,6 +471,10 @@ def import_command(
                 renames=_pairs(renames, "--rename", "HEADER=COLUMN"),
             )
             return
+        if workers > 1 and rejects is not None:
+            raise ConfigError(
+                "--rejects writes one file in record order: it takes one writer (--workers 1)"
+            )
         summary = _run_import(
             path,
             db=db or default_db(),
@@ -483,6 +497,7 @@ def import_command(
             reset="drop" if drop else "truncate" if truncate else None,
             alter=alter,
             renames=_pairs(renames, "--rename", "HEADER=COLUMN"),
+            workers=workers,
         )
     except Interrupted as error:
         typer.echo(f"antioom: {error}", err=True)

@@ -146,9 +146,19 @@ def run_import(
         earlier = sink.committed(import_id, part.seqs if part is not None else ALL_SEQS)
         if part is None and earlier.next_seq > PART_SEQS:
             raise ImportConflict(
-                f"import {import_id} was imported in parts by workers: it cannot be resumed "
-                "in one pass; choose another import id"
+                f"import {import_id} was imported in parts: it resumes only in the same parts "
+                "(the same --workers, or by the workers it was queued for)"
             )
+        if part is not None and part.count > 1 and earlier.batches:
+            # A part resumes what it committed itself: its spans run from its first record.
+            last = part.first_record + part.records - 1
+            if earlier.end_record > last or earlier.records != (
+                earlier.end_record - part.first_record + 1
+            ):
+                raise ImportConflict(
+                    f"import {import_id} was cut in other parts before: it resumes only in "
+                    "the same parts (the same --workers)"
+                )
         first_seq = earlier.next_seq if earlier.batches else (part.seqs.start if part else 0)
         if target.reset is not None:
             if earlier.batches:
@@ -449,3 +459,18 @@ def _as_user_error(error: BaseException) -> BaseException:
     if isinstance(error, pa.ArrowInvalid):
         return InputError(f"malformed CSV: {str(error).splitlines()[0]}")
     return error
+
+
+def splittable(target: Target, options: Options) -> bool:
+    """Whether parts may commit in any order: inserts without a key (with a key, which of two
+    rows wins must not depend on timing) and without a limit over the whole input."""
+    dataset = target.dataset
+    mode = target.mode or (dataset.mode if dataset else "insert")
+    key = target.key or (dataset.key if dataset else None)
+    return (
+        mode == "insert"
+        and not key
+        and options.limit is None
+        and options.max_rejects is None
+        and target.reset is None
+    )

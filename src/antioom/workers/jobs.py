@@ -29,7 +29,7 @@ from typing import Any
 
 from antioom.engine.datasets import Dataset
 from antioom.engine.parts import PART_SEQS, Part, Scan, Scanning, plan
-from antioom.engine.pipeline import Options, Target, resolve_dataset, run_import
+from antioom.engine.pipeline import Options, Target, resolve_dataset, run_import, splittable
 from antioom.engine.progress import ProgressEvent, Summary, utc_now
 from antioom.engine.records import Dialect
 from antioom.engine.rejects import Reject
@@ -146,7 +146,7 @@ def stage(source: Readable, job: Job) -> Job:
     staged = decompressed(reader)
     target, options = job.decoded()
     scanning = None
-    if job.parts > 1 and _splittable(target, options):  # plan while the bytes go by
+    if job.parts > 1 and splittable(target, options):  # plan while the bytes go by
         staged = scanning = Scanning(staged, options.dialect)
     size = open_staging(job.staging).put(job.key, staged)
     scan = scanning.scan() if scanning is not None else None
@@ -215,7 +215,7 @@ def run_plan(job: Job, enqueue: Enqueue) -> None:
         def open_range(start: int, end: int | None) -> Readable:
             return staging.open_range(job.key, start, end)
 
-        wanted = job.parts if _splittable(target, options) else 1
+        wanted = job.parts if splittable(target, options) else 1
         try:
             scanned = Scan.from_dict(job.scan) if job.scan else None
             found = plan(open_range, job.size, options.dialect, wanted, scanned=scanned)
@@ -251,21 +251,6 @@ def run_plan(job: Job, enqueue: Enqueue) -> None:
                     "records": found.records,
                 },
             )
-
-
-def _splittable(target: Target, options: Options) -> bool:
-    """Whether parts may commit in any order: inserts without a key (with a key, which of two
-    rows wins must not depend on timing) and without a limit over the whole input."""
-    dataset = target.dataset
-    mode = target.mode or (dataset.mode if dataset else "insert")
-    key = target.key or (dataset.key if dataset else None)
-    return (
-        mode == "insert"
-        and not key
-        and options.limit is None
-        and options.max_rejects is None
-        and target.reset is None
-    )
 
 
 def run_part(
