@@ -236,32 +236,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         os._exit(config.stash.get(_EXIT_STATUS, 1))
 
 
-# The longest test files, longest first: `make test` hands files to its processes in
-# collection order, so these start first instead of running alone at the end.
-LONGEST_FILES = (
-    "test_workers.py",
-    "test_resume.py",
-    "test_server_process.py",
-    "test_memory.py",
-    "test_parts.py",
-    "test_parallel.py",
-    "test_server_resume.py",
-    "test_dialects.py",
-)
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that use PostgreSQL carry the ``postgres`` marker (``-m 'not postgres'``); the
-    longest files come first (a stable sort: each file's tests keep their order)."""
+    """Tests that use PostgreSQL carry the ``postgres`` marker (``-m 'not postgres'``)."""
     for item in items:
         if "pg_url" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.postgres)
-
-    def rank(item: pytest.Item) -> int:
-        name = item.path.name
-        return LONGEST_FILES.index(name) if name in LONGEST_FILES else len(LONGEST_FILES)
-
-    items.sort(key=rank)
 
 
 def write_types_dataset(path: Path, *, table: str | None = None) -> Path:
