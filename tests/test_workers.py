@@ -548,6 +548,7 @@ def split_import(data: Products, pg_url: str, staging: Path, workers: Workers) -
     assert record["status"] == "completed", record
     assert closed_parts(pg_url, queued["import_id"], 2) == 2
     assert len(rejects_of(pg_url, queued["import_id"])) == len(data.rejected)
+    assert record["started_at"] == queued["started_at"], "it started when it was queued"
     return record
 
 

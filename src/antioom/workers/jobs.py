@@ -233,6 +233,8 @@ def run_plan(job: Job, enqueue: Enqueue) -> None:
             return
         summary = _queued(job)
         summary.status, summary.bytes = "running", 0
+        if record is not None:  # the import started when it was queued
+            summary.started_at = record.get("started_at") or summary.started_at
         summary.dialect, summary.notes = found.report, found.notes
         if found.why_one_part and wanted > 1:
             summary.notes = [*summary.notes, f"imported in one part: {found.why_one_part}"]
