@@ -1021,3 +1021,32 @@ def test_a_running_split_import_cancelled_stops_its_parts_and_keeps_its_counts_t
     [(rows,)] = fetch(pg_url, f"SELECT count(*) FROM {table}")
     assert 0 < rows < mid_products.valid
     assert record["processed"] == rows, (record, rows)
+
+
+def test_a_big_input_is_cut_in_more_parts_than_asked(
+    mid_products: Products, tmp_path: Path, staging: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parts are at most ``MAX_PART_BYTES`` (patched small here: 17 MiB for a 52 MiB file),
+    whatever ``--parts`` asked for, so that a part stays within the broker's delivery timeout.
+    The jobs run in this process with a list for a queue (no broker needed to plan)."""
+    from antioom.api import queue_csv
+    from antioom.workers import jobs
+
+    monkeypatch.setattr(jobs, "MAX_PART_BYTES", 17 << 20)
+    queued: list[tuple[str, dict[str, Any]]] = []
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    queue_csv(
+        mid_products.path,
+        db,
+        staging=file_url(staging),
+        parts=2,
+        table="t",
+        enqueue=lambda kind, arguments: queued.append((kind, arguments)),
+    )
+    [(kind, arguments)] = queued
+    assert kind == "plan"
+    jobs.run_plan(jobs.Job.from_dict(arguments["job"]), lambda k, a: queued.append((k, a)))
+    parts = [arguments["part"] for kind, arguments in queued[1:]]
+    assert [kind for kind, _ in queued[1:]] == ["part"] * len(parts)
+    assert len(parts) == 3, "52 MiB in parts of at most 17 MiB (and at least 16 MiB)"
+    assert sum(part["records"] for part in parts) == mid_products.records

@@ -47,6 +47,9 @@ from antioom.sinks import open_sink
 from antioom.staging import open_staging
 
 DEFAULT_PARTS = 4
+# A big input is cut finer than asked: a part stays well within the broker's delivery timeout
+# (RabbitMQ's consumer_timeout: 30 min) even into a slow database, and a retry repeats little.
+MAX_PART_BYTES = 256 << 20
 PROGRESS_S = 1.0  # how often a running part saves the import's counts
 REJECTS_KEPT = 1000  # rejects stored per import (shared out between its parts)
 FINAL = ("completed", "failed", "aborted")
@@ -215,7 +218,7 @@ def run_plan(job: Job, enqueue: Enqueue) -> None:
         def open_range(start: int, end: int | None) -> Readable:
             return staging.open_range(job.key, start, end)
 
-        wanted = job.parts if splittable(target, options) else 1
+        wanted = parts_for(job) if splittable(target, options) else 1
         try:
             scanned = Scan.from_dict(job.scan) if job.scan else None
             found = plan(open_range, job.size, options.dialect, wanted, scanned=scanned)
@@ -422,6 +425,11 @@ def _totals(job: Job, store: Store, status: Any) -> Summary:
     if summary.duration_s > 0:
         summary.rows_per_s = round(summary.rows / summary.duration_s, 1)
     return summary
+
+
+def parts_for(job: Job) -> int:
+    """How many parts to cut the job's input in: as many as asked, more for a big input."""
+    return max(job.parts, -(-job.size // MAX_PART_BYTES))
 
 
 def _delete_staged(job: Job) -> None:
