@@ -242,9 +242,10 @@ def queue_csv(
     """Stage ``source`` in ``staging`` (a ``file:///`` directory or ``s3://bucket/prefix``)
     and queue its import for the workers (``antioom worker``); returns the queued record.
 
-    The workers split an input they can (inserts without a key) into up to ``parts`` parts
-    imported side by side; the record in ``db`` follows the import. ``enqueue`` defaults to
-    the Celery app's (``ANTIOOM_BROKER_URL``).
+    The workers split an input they can (inserts without a key) into ``parts`` parts of 16 to
+    256 MiB (fewer for a small input, more for a big one) imported side by side; the record
+    in ``db`` follows the import. ``enqueue`` defaults to the Celery app's
+    (``ANTIOOM_BROKER_URL``).
     """
     from antioom.workers.jobs import check_new, job_for, submit
 

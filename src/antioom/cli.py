@@ -381,7 +381,10 @@ def import_command(
     broker: BrokerOption = None,
     parts: Annotated[
         int,
-        typer.Option(help="With --queue: split an insert without a key into up to N parts."),
+        typer.Option(
+            help="With --queue: split an insert without a key into N parts (16-256 MiB each: "
+            "fewer for a small file, more for a big one)."
+        ),
     ] = DEFAULT_PARTS,
     workers: Annotated[
         int,
