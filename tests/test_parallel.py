@@ -138,3 +138,75 @@ def test_a_rejects_file_takes_one_writer(tmp_path: Path, pg_url: str) -> None:
     )
     assert done.returncode == 2
     assert "--workers 1" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_part_closed_before_must_end_where_the_new_part_ends(
+    products: Products, pg_url: str
+) -> None:
+    """Three parts, of which only the first ran and closed; resumed as two parts, whose first
+    would take that closed part for itself and skip the records after it: refused before any
+    part runs, and nothing is written."""
+    from antioom.api import import_csv
+    from antioom.engine.pipeline import Options, Target, resolve_dataset, run_import
+    from antioom.engine.records import Dialect
+    from antioom.engine.source import CountingReader
+    from antioom.errors import ImportConflict
+    from antioom.history import open_store
+    from antioom.parallel import FileRange, plan_file
+    from antioom.sinks import open_sink
+
+    table, import_id = new_table(), f"closed-{new_table()}"
+    found = plan_file(str(products.path), Options(dialect=Dialect()), 3)
+    first = found.parts[0]
+    dataset = resolve_dataset(
+        FileRange(str(products.path), first.start, first.end), Target(table=table), found.dialect
+    )
+    with open_sink(pg_url) as sink:
+        sink.prepare(dataset)
+        run_import(
+            CountingReader(FileRange(str(products.path), first.start, first.end)),
+            sink,
+            Target(dataset=dataset),
+            Options(import_id=import_id, dialect=found.dialect, part=first),
+        )
+    store = open_store(pg_url)
+    try:
+        store.close_part(
+            import_id,
+            first.seqs.stop - 1,
+            first.first_record + first.records,
+            first.first_record + first.records - 1,
+        )
+    finally:
+        store.close()
+    [(before,)] = fetch(pg_url, f"SELECT count(*) FROM {table}")
+
+    with pytest.raises(ImportConflict, match="same parts"):
+        import_csv(products.path, pg_url, table=table, workers=2, import_id=import_id)
+    [(after,)] = fetch(pg_url, f"SELECT count(*) FROM {table}")
+    assert after == before
+
+
+def test_a_file_that_fails_before_its_parts_run_leaves_a_failed_record(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """An input refused while it is planned ends its record ``failed`` (exit 3), not
+    ``running``."""
+    path = tmp_path / "noise.csv"
+    path.write_bytes(bytes(range(256)) * 400)
+    done = antioom(
+        "import",
+        path,
+        "--db",
+        pg_url,
+        "--table",
+        new_table(),
+        "--workers",
+        "2",
+        "--import-id",
+        "noise",
+        check=False,
+    )
+    assert done.returncode == 3, done.stderr
+    [(status,)] = fetch(pg_url, "SELECT status FROM antioom_imports WHERE id = 'noise'")
+    assert status == "failed"

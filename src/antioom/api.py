@@ -115,7 +115,9 @@ def import_csv(
     ``workers`` > 1 imports a local file in up to that many parts side by side (see
     :mod:`antioom.parallel`), when it can be: an uncompressed regular file, an insert without
     a key, limit or reject cap, into a database that takes several writers (not SQLite);
-    otherwise it is imported in one pass and ``notes`` says why.
+    otherwise it is imported in one pass and ``notes`` says why. In parts, ``on_reject`` is
+    called from the parts' threads (one at a time), not in record order, and
+    ``refused_before_commit`` does not apply.
     """
     import_id = import_id or uuid.uuid4().hex
     target, options = _target_and_options(
@@ -141,6 +143,9 @@ def import_csv(
     with ExitStack() as stack:
         sink = stack.enter_context(DryRunSink() if dry_run else open_sink(db))
         store = None
+        label = dataset.name if dataset else (table or "")
+        # the target table, as --resume looks it up (a dataset's may be overridden)
+        into = table or (dataset.table if dataset else "")
         if keep_record and not dry_run:
             store = open_store(db)
             stack.callback(store.close)
@@ -152,23 +157,20 @@ def import_csv(
                 source_key=source_key(name) if name else None,
             )
             check_can_run(store, import_id, origin.source_key)
-            label = dataset.name if dataset else (table or "")
-            # the target table, as --resume looks it up (a dataset's may be overridden)
-            into = table or (dataset.table if dataset else "")
             store.save(Summary(import_id, "running", label, into, started_at=utc_now()), origin)
             heartbeats = Heartbeats(lambda: store)
             heartbeats.add(import_id)
             stack.callback(heartbeats.stop)
-        in_parts, why_not, began = None, None, time.monotonic()
-        if workers > 1 and not dry_run:
-            why_not = _why_one_pass(source, db, target, options)
-            if why_not is None:
-                assert isinstance(source, str | Path)
-                in_parts = plan_file(str(source), options, workers)
-                why_not = in_parts.why_one_part if len(in_parts.parts) == 1 else None
         reader = open_path(source) if isinstance(source, str | Path) else CountingReader(source)
         stack.callback(reader.close)
+        began = time.monotonic()
         try:
+            in_parts, why_not = None, None
+            if workers > 1 and not dry_run:
+                why_not = _why_one_pass(source, db, target, options)
+                if why_not is None:
+                    in_parts = plan_file(str(source), options, workers)
+                    why_not = in_parts.why_one_part if len(in_parts.parts) == 1 else None
             if in_parts is not None and why_not is None:
                 summary = import_in_parts(
                     str(source),
@@ -200,7 +202,10 @@ def import_csv(
                     summary.notes.append(f"imported in one pass: {why_not}")
         except AntioomError as exc:
             ended: Summary | None = getattr(exc, "summary", None)
-            if store is not None and ended is not None:
+            if ended is None:  # it failed before the pipeline ran (reading the head, planning)
+                ended = Summary(import_id, "failed", label, into, error=str(exc))
+                ended.started_at, ended.finished_at = utc_now(), utc_now()
+            if store is not None:
                 _save_quietly(store, ended)
             raise
         except KeyboardInterrupt:

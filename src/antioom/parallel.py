@@ -10,6 +10,7 @@ each finished part closes itself in the ledger, so an interrupted import resumes
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -120,8 +121,8 @@ def import_in_parts(
         source.close()
     with open_sink(db) as sink:
         sink.prepare(dataset, alter=target.alter)
-        _check_same_parts(sink, import_id, found.parts)
-    stop = cancel or threading.Event()
+        _check_same_parts(sink, store, import_id, found.parts)
+    stop = threading.Event()  # the parts' own: one part failing stops the others, not the caller
     progress = _Progress(import_id, on_progress)
     lock = threading.Lock()
     errors: list[BaseException] = []
@@ -176,12 +177,13 @@ def import_in_parts(
     for thread in threads:
         thread.start()
     try:
-        for thread in threads:
-            thread.join()
+        while any(thread.is_alive() for thread in threads):
+            if cancel is not None and cancel.is_set():
+                stop.set()
+            next(t for t in threads if t.is_alive()).join(0.2)
     except KeyboardInterrupt:  # Ctrl-C: the parts stop at their next batch
         stop.set()
-        for thread in threads:
-            thread.join()
+        _join_through_interrupts(threads)
         raise
     summary = _whole(found, dataset.name, dataset.table, results, store, db, import_id)
     summary.started_at, summary.bytes = started_at, os.path.getsize(path)
@@ -191,6 +193,11 @@ def import_in_parts(
     failure = next((e for e in errors if not isinstance(e, ImportCancelled)), None)
     if failure is None and errors:
         failure = errors[0]
+    if failure is None and summary.rows != found.records:  # never completed over a lost record
+        failure = InputError(
+            f"the parts account for {summary.rows} records where the file has "
+            f"{found.records}: run it again with --workers 1"
+        )
     if failure is not None:
         summary.status = "aborted" if isinstance(failure, ImportCancelled) else "failed"
         summary.error = str(failure)
@@ -201,18 +208,29 @@ def import_in_parts(
     return summary
 
 
-def _check_same_parts(sink: Sink, import_id: str, parts: list[Part]) -> None:
+def _join_through_interrupts(threads: list[threading.Thread]) -> None:
+    """Wait for the parts to stop (at their next batch), whatever Ctrl-C comes meanwhile:
+    the record then counts what they committed."""
+    for thread in threads:
+        while thread.is_alive():
+            with contextlib.suppress(KeyboardInterrupt):
+                thread.join()
+
+
+def _check_same_parts(sink: Sink, store: Store | None, import_id: str, parts: list[Part]) -> None:
     """Before any part runs: what an earlier run committed must lie in these parts, each
-    part's batches spanning from its first record (parts cut otherwise would write records
-    another part's batches hold)."""
+    part's batches spanning from its first record, and a part closed before must end where
+    this one ends (parts cut otherwise would write, or skip, records of another part's)."""
     if sink.committed(import_id).next_seq > len(parts) * PART_SEQS:
         raise _other_parts(import_id)
     for part in parts:
         earlier = sink.committed(import_id, part.seqs)
         last = part.first_record + part.records - 1
+        closed = store is not None and store.closed_parts(import_id, [part.seqs.stop - 1])
         if earlier.batches and (
             earlier.end_record > last
             or earlier.records != earlier.end_record - part.first_record + 1
+            or (closed and earlier.end_record != last)
         ):
             raise _other_parts(import_id)
 
@@ -244,6 +262,9 @@ def _whole(
     summary.failed = committed.rejected
     summary.rows = committed.records
     summary.batches = committed.batches - closed
+    if store is None:  # no closing rows: a part's rejected tail is in its summary only
+        summary.failed = sum(result.failed for result in results)
+        summary.rows = sum(result.rows for result in results)
     summary.peak_rss_mb = max([rss_mb(), *(result.peak_rss_mb for result in results)])
     summary.finished_at = utc_now()
     summary.dialect, summary.notes = found.report, list(found.notes)

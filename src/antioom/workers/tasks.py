@@ -63,8 +63,10 @@ def enqueue(kind: str, arguments: dict[str, Any], attempt: int = 1, delay_s: flo
 
 
 @app.task(name="antioom.plan", bind=True)
-def plan_task(self: Task, job: dict[str, Any], attempt: int = 1) -> None:
-    arguments = {"job": job}
+def plan_task(
+    self: Task, job: dict[str, Any], attempt: int = 1, give_up: str | None = None
+) -> None:
+    arguments = {"job": job, "give_up": give_up}
     _attempt(self, "plan", arguments, attempt, lambda: run_plan(Job.from_dict(job), enqueue))
 
 
@@ -77,6 +79,7 @@ def part_task(
     dataset: dict[str, Any] | None,
     records: int | None = None,
     attempt: int = 1,
+    give_up: str | None = None,
 ) -> None:
     from antioom.engine.datasets import Dataset
 
@@ -86,6 +89,7 @@ def part_task(
         "dialect": dialect,
         "dataset": dataset,
         "records": records,
+        "give_up": give_up,
     }
     _attempt(
         self,
@@ -108,6 +112,9 @@ def _attempt(
     """Run ``work`` as attempt number ``attempt`` of a job."""
     job = Job.from_dict(arguments["job"])
     what = _what(kind, arguments)
+    if arguments.get("give_up"):  # given up before, but the failure could not be saved then
+        _give_up(kind, arguments, attempt, arguments["give_up"])
+        return
     if (task.request.delivery_info or {}).get("redelivered"):
         # The worker that had it died (or lost its connection) before finishing.
         if attempt >= MAX_ATTEMPTS:
@@ -135,12 +142,13 @@ def _attempt(
 
 def _give_up(kind: str, arguments: dict[str, Any], attempt: int, reason: str) -> None:
     """End the import failed with ``reason``; if even that cannot be saved (the database is
-    away), keep the job so that a later try records it: no record is left running."""
+    away), queue a job that only tries to save it again: no record is left running, and the
+    work given up is not done again."""
     try:
         fail(Job.from_dict(arguments["job"]), reason)
     except Exception as exc:
         log.warning("could not record the failure (%s): again in %.0f s", exc, RETRY_MAX_S)
-        _requeue(kind, arguments, attempt, RETRY_MAX_S)
+        _requeue(kind, {**arguments, "give_up": reason}, attempt, RETRY_MAX_S)
 
 
 def _requeue(kind: str, arguments: dict[str, Any], attempt: int, delay_s: float = 0) -> None:
