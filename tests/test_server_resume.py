@@ -228,21 +228,25 @@ def test_recovery_marks_only_records_whose_owner_is_gone(tmp_path: Path) -> None
         running("here-dead", f"{socket.gethostname()}:999999999:1")
         running("far-fresh", "another-host:1:1")
         running("far-stale", "another-host:2:2")
+        # A lease far longer than the heartbeat interval: on a busy machine (the suite runs
+        # in several processes) a heartbeat thread may be late by a good part of a second.
+        lease_s = 1.5
         beats = Heartbeats(lambda: store, interval_s=0.1)
         beats.add("far-fresh")  # stands in for the other host's heartbeat thread
         beats.add("mine-beating")
-        time.sleep(0.5)
+        time.sleep(lease_s + 0.2)  # far-stale's only heartbeat, its save, is older than a lease
 
-        marked = recover(store, lease_s=0.3, running_here={"mine-alive"})
+        marked = recover(store, lease_s=lease_s, running_here={"mine-alive"})
 
         beats.stop()
         assert sorted(marked) == ["far-stale", "here-dead"]
         kept = ("mine-alive", "mine-beating", "far-fresh")
         statuses = {i: store.get(i)["status"] for i in kept}  # type: ignore[index]
         assert statuses == dict.fromkeys(kept, "running")
-        time.sleep(0.4)  # a lease without heartbeats
+        time.sleep(lease_s + 0.2)  # a lease without heartbeats
         # not running here any more, their heartbeats stopped:
-        assert sorted(recover(store, lease_s=0.3)) == ["far-fresh", "mine-alive", "mine-beating"]
+        expected = ["far-fresh", "mine-alive", "mine-beating"]
+        assert sorted(recover(store, lease_s=lease_s)) == expected
     finally:
         store.close()
 
