@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -22,6 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+
+from antioom.sinks.sqlite import connect as connect_sqlite
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 _EXIT_STATUS = pytest.StashKey[int]()
@@ -52,11 +53,8 @@ def fetch(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, .
     """Run a query against a ``sqlite:///`` or ``postgresql://`` URL and return all rows."""
     if url.startswith("sqlite:"):
         path = urlsplit(url).path[1:]
-        conn = sqlite3.connect(path)
-        try:
+        with connect_sqlite(path) as conn:
             return conn.execute(sql.replace("%s", "?"), params).fetchall()
-        finally:
-            conn.close()
     with psycopg.connect(url, connect_timeout=5) as conn:
         return conn.execute(sql, params).fetchall()
 

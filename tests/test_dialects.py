@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import sqlite3
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +22,7 @@ from test_cli import assert_one_line_error
 
 from antioom import InputError, Summary, import_csv
 from antioom.engine.records import Dialect
+from antioom.sinks.sqlite import connect as connect_sqlite
 
 Rows = list[tuple[Any, ...]]
 
@@ -362,9 +362,8 @@ def test_random_tables_in_random_dialects_come_back_exactly(
     summary = import_csv(path, f"sqlite:///{db}", table="t", dialect=dialect)
 
     assert (summary.status, summary.processed, summary.failed) == ("completed", len(rows) + 1, 0)
-    with sqlite3.connect(db) as conn:
+    with connect_sqlite(str(db)) as conn:
         back = conn.execute("SELECT * FROM t ORDER BY rowid").fetchall()[1:]
-    conn.close()
     assert back == [tuple(row) for row in rows]
 
 
@@ -411,9 +410,8 @@ def test_sniffing_finds_the_dialect_of_random_tables(
     assert summary.dialect is not None
     assert (summary.dialect["delimiter"], summary.dialect["quote"]) == (delimiter, quote)
     assert summary.processed == rows
-    with sqlite3.connect(db) as conn:
+    with connect_sqlite(str(db)) as conn:
         back = conn.execute("SELECT * FROM t ORDER BY rowid").fetchall()
-    conn.close()
     expected = [tuple(v + delimiter if i else v for i, v in enumerate(line)) for line in table]
     assert back == expected
 

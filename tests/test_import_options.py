@@ -5,11 +5,12 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from antioom.sinks.sqlite import connect as connect_sqlite
 
 # Records 2 and 5 break the products rules (price <= 0, missing name).
 PRODUCTS = "sku,name,price\nA,Widget,1.5\nB,Broken,-1\nC,Gadget,2\nD,Doohickey,3\nE,,4\nF,Thing,5\n"
@@ -90,10 +91,8 @@ def test_truncate_cannot_resume(run_cli, write_csv, sqlite_url, fetch):
     path = write_csv(PRODUCTS)
     run_cli("import", path, "--dataset", "products", "--db", sqlite_url, "--import-id", "once")
     # the record says completed; with it gone, the ledger still knows the import
-    conn = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
-    with conn:
+    with connect_sqlite(sqlite_url.removeprefix("sqlite:///")) as conn:
         conn.execute("DELETE FROM antioom_imports")
-    conn.close()
     again = run_cli("import", path, "--dataset", "products", "--db", sqlite_url,
                     "--import-id", "once", "--truncate")  # fmt: skip
     assert again.code == 2

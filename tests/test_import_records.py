@@ -4,7 +4,6 @@ with — and the rejected rows as pages and counts per reason, on every database
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +21,7 @@ from antioom.engine.rejects import Reject
 from antioom.errors import ConfigError
 from antioom.history import Origin, open_store, this_process
 from antioom.server import Settings, create_app
+from antioom.sinks.sqlite import connect as connect_sqlite
 
 ALICE = "alice-token-0123456789"
 PLAIN = "plain-token-0123456789"
@@ -239,7 +239,7 @@ def test_every_store_pages_rejects_and_counts_reasons(store_url: str) -> None:
 
 def test_an_older_records_table_gets_the_uploaded_by_column(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
-    with sqlite3.connect(path) as conn:
+    with connect_sqlite(str(path)) as conn:
         conn.execute(
             "CREATE TABLE antioom_imports (id VARCHAR(64) PRIMARY KEY, status TEXT, "
             "source TEXT, source_bytes INTEGER)"

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import csv
 import io
-import sqlite3
 import uuid
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from antioom import import_csv
+from antioom.sinks.sqlite import connect as connect_sqlite
 
 TRICKY = st.sampled_from([",", '"', "\n", "\r", " ", "\t", ";", "'", "é", "日", "🎉"])
 ANY_TEXT = st.characters(exclude_categories=("Cs",), exclude_characters="\x00")
@@ -55,9 +55,8 @@ def test_csv_written_by_python_comes_back_exactly(tmp_path_factory, table, style
     summary = import_csv(path, f"sqlite:///{db}", table="t")
 
     assert (summary.status, summary.processed, summary.failed) == ("completed", len(rows), 0)
-    with sqlite3.connect(db) as conn:
+    with connect_sqlite(str(db)) as conn:
         back = conn.execute("SELECT * FROM t ORDER BY rowid").fetchall()
         columns = [row[1] for row in conn.execute("PRAGMA table_info(t)")]
-    conn.close()
     assert columns == header
     assert back == [tuple(row) for row in rows]

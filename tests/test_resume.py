@@ -22,7 +22,6 @@ import random
 import re
 import shlex
 import signal
-import sqlite3
 import subprocess
 import time
 import uuid
@@ -43,6 +42,8 @@ from test_mysql import mysql_url  # noqa: F401 - fixture used by name
 
 from antioom.engine.rejects import Reject, RejectsWriter, keep_through
 from antioom.sinks.mysql import connect_args
+from antioom.sinks.sqlite import Error as SQLiteError
+from antioom.sinks.sqlite import connect as connect_sqlite
 
 Mode = Literal["insert", "upsert"]
 Ledger = tuple[int, int, int]  # batches, last record committed, rows committed
@@ -202,11 +203,8 @@ class Db:
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         if self.kind == "sqlite":
-            conn = sqlite3.connect(urlsplit(self.url).path[1:], timeout=30)
-            try:
+            with connect_sqlite(urlsplit(self.url).path[1:]) as conn:
                 return conn.execute(sql.replace("%s", "?"), params).fetchall()
-            finally:
-                conn.close()
         if self.kind == "mysql":
             with self._conn.cursor() as cursor:
                 cursor.execute(sql, params)
@@ -253,7 +251,7 @@ class Db:
                 "JOIN antioom_imports i ON i.id = b.import_id WHERE i.table_name = %s",
                 (table,),
             )[0]
-        except (sqlite3.Error, psycopg.Error, pymysql.Error):
+        except (SQLiteError, psycopg.Error, pymysql.Error):
             return (0, 0, 0)  # no ledger or no record yet
         return (int(found[0]), int(found[1]), int(found[2]))
 
@@ -270,7 +268,7 @@ class Db:
                     (table,),
                 )
             ]
-        except (sqlite3.Error, psycopg.Error, pymysql.Error):
+        except (SQLiteError, psycopg.Error, pymysql.Error):
             return []
 
     def close(self) -> None:

@@ -12,7 +12,6 @@ import os
 import random
 import signal
 import socket
-import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from server_helpers import Served, free_port, products_csv, serve, wait_record
 
 from antioom.engine.progress import Summary
 from antioom.history import Heartbeats, Origin, open_store, recover, this_process
+from antioom.sinks.sqlite import connect as connect_sqlite
 
 ROWS = 200_000
 BAD_EVERY = 97  # products_csv: every 97th row has a price <= 0
@@ -74,13 +74,8 @@ def post(served: Served, path: Path, import_id: str) -> httpx.Response:
 
 def table_rows(served: Served) -> tuple[int, int]:
     """(rows, distinct skus) of the products table."""
-    conn = sqlite3.connect(served.db_url.removeprefix("sqlite:///"))
-    try:
-        count, distinct = conn.execute(
-            "SELECT count(*), count(DISTINCT sku) FROM products"
-        ).fetchone()
-    finally:
-        conn.close()
+    with connect_sqlite(served.db_url.removeprefix("sqlite:///")) as conn:
+        count, distinct = conn.execute("SELECT count(*), count(DISTINCT sku) FROM products").rows[0]
     return int(count), int(distinct)
 
 

@@ -15,7 +15,6 @@ stores a type its own way, the expected values are spelled out per backend (see
 
 from __future__ import annotations
 
-import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -40,6 +39,7 @@ from antioom.engine.batching import Batch
 from antioom.engine.datasets import Column, Dataset, parse_dataset
 from antioom.sinks import open_sink
 from antioom.sinks.mysql import connect_args
+from antioom.sinks.sqlite import connect as connect_sqlite
 from antioom.sinks.sqlite import sqlite_path
 
 Row = tuple[Any, ...]
@@ -103,11 +103,8 @@ class MongoAdapter:
 
 
 def _sqlite_query(url: str, sql: str) -> list[Row]:
-    conn = sqlite3.connect(sqlite_path(url))
-    try:
+    with connect_sqlite(sqlite_path(url)) as conn:
         return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
 
 
 def _pg_query(url: str, sql: str) -> list[Row]:

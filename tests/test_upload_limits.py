@@ -11,7 +11,6 @@ import gzip
 import json
 import random
 import socket
-import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ from conftest import antioom_command, clean_env
 from server_helpers import RssSampler, Served, curl, products_csv, serve
 
 from antioom.server import Settings
+from antioom.sinks.sqlite import connect as connect_sqlite
 
 BOUNDARY = "cut-here-0123456789"
 IDLE_S = 1.0
@@ -60,7 +60,7 @@ def zstd(data: bytes) -> bytes:
 
 def stored_rows(db_path: Path, table: str) -> list[tuple[str, ...]]:
     """Every row of ``table`` (none if it was never created)."""
-    with sqlite3.connect(db_path) as conn:
+    with connect_sqlite(str(db_path)) as conn:
         if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone():
             return []
         return [tuple(row) for row in conn.execute(f'SELECT id, name, note FROM "{table}"')]

@@ -19,7 +19,6 @@ import json
 import os
 import random
 import re
-import sqlite3
 import subprocess
 import time
 import uuid
@@ -62,6 +61,7 @@ from worker_helpers import (
 
 from antioom.history import open_store
 from antioom.sinks.mysql import connect_args
+from antioom.sinks.sqlite import connect as connect_sqlite
 from antioom.workers.jobs import PROGRESS_S
 
 SEED = int(os.environ.get("ANTIOOM_TEST_SEED") or 8)
@@ -194,11 +194,8 @@ def table_rows(url: str, table: str) -> dict[str, tuple[str, int]]:
         finally:
             conn.close()
     elif scheme == "sqlite":
-        conn = sqlite3.connect(urlsplit(url).path[1:])
-        try:
+        with connect_sqlite(urlsplit(url).path[1:]) as conn:
             found = conn.execute(f"SELECT sku, name, price FROM {table}").fetchall()
-        finally:
-            conn.close()
     else:
         found = fetch(url, f"SELECT sku, name, price FROM {table}")
     rows = {sku: (name, round(float(price) * 100)) for sku, name, price in found}

@@ -20,7 +20,6 @@ from __future__ import annotations
 import builtins
 import os
 import socket
-import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -35,8 +34,6 @@ from antioom.engine.rejects import Reject
 from antioom.errors import DatabaseUnavailable, ImportConflict
 from antioom.sinks import scheme_of
 from antioom.sinks.base import ALL_SEQS, LEDGER_TABLE, LEDGER_TOTALS, Committed, ledger_totals
-from antioom.sinks.sqlite import connect as connect_sqlite
-from antioom.sinks.sqlite import sqlite_path
 
 HEARTBEAT_S = 10.0
 DEFAULT_LEASE_S = 60.0
@@ -689,8 +686,11 @@ def _record(row: Sequence[Any]) -> dict[str, Any]:
 
 
 def _is_connection_error(exc: Exception) -> bool:
-    if isinstance(exc, sqlite3.OperationalError):
-        return not _is_missing_table(exc)
+    if type(exc).__module__.startswith("adbc_driver_manager"):  # SQLite
+        from antioom.sinks.sqlite import ROW_REFUSED, is_statement_error
+
+        refused = is_statement_error(exc) or ROW_REFUSED.search(str(exc)) is not None
+        return not (refused or _is_missing_table(exc))
     import psycopg
     import pymysql  # type: ignore[import-untyped]
 
@@ -898,8 +898,10 @@ def open_store(url: str) -> Store:
     """The store in the database at ``url`` (raises DatabaseUnavailable if unreachable)."""
     scheme = scheme_of(url)
     if scheme == "sqlite":
+        from antioom.sinks.sqlite import connect, sqlite_path
+
         path = sqlite_path(url)
-        return ImportStore(lambda: connect_sqlite(path))
+        return ImportStore(lambda: connect(path, implicit_begin=True))
     if scheme in ("postgresql", "postgres"):
         import psycopg
 
