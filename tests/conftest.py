@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
-from antioom.sinks.sqlite import connect as connect_sqlite
+from antioom.sinks.sqlite_connection import connect as connect_sqlite
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 _EXIT_STATUS = pytest.StashKey[int]()

@@ -22,7 +22,7 @@ from test_cli import assert_one_line_error
 
 from antioom import InputError, Summary, import_csv
 from antioom.engine.records import Dialect
-from antioom.sinks.sqlite import connect as connect_sqlite
+from antioom.sinks.sqlite_connection import connect as connect_sqlite
 
 Rows = list[tuple[Any, ...]]
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from antioom.sinks.sqlite import connect as connect_sqlite
+from antioom.sinks.sqlite_connection import connect as connect_sqlite
 
 # Records 2 and 5 break the products rules (price <= 0, missing name).
 PRODUCTS = "sku,name,price\nA,Widget,1.5\nB,Broken,-1\nC,Gadget,2\nD,Doohickey,3\nE,,4\nF,Thing,5\n"

@@ -21,7 +21,7 @@ from antioom.engine.rejects import Reject
 from antioom.errors import ConfigError
 from antioom.history import Origin, open_store, this_process
 from antioom.server import Settings, create_app
-from antioom.sinks.sqlite import connect as connect_sqlite
+from antioom.sinks.sqlite_connection import connect as connect_sqlite
 
 ALICE = "alice-token-0123456789"
 PLAIN = "plain-token-0123456789"

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from antioom import import_csv
-from antioom.sinks.sqlite import connect as connect_sqlite
+from antioom.sinks.sqlite_connection import connect as connect_sqlite
 
 TRICKY = st.sampled_from([",", '"', "\n", "\r", " ", "\t", ";", "'", "é", "日", "🎉"])
 ANY_TEXT = st.characters(exclude_categories=("Cs",), exclude_characters="\x00")

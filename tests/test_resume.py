@@ -42,8 +42,8 @@ from test_mysql import mysql_url  # noqa: F401 - fixture used by name
 
 from antioom.engine.rejects import Reject, RejectsWriter, keep_through
 from antioom.sinks.mysql import connect_args
-from antioom.sinks.sqlite import Error as SQLiteError
-from antioom.sinks.sqlite import connect as connect_sqlite
+from antioom.sinks.sqlite_connection import Error as SQLiteError
+from antioom.sinks.sqlite_connection import connect as connect_sqlite
 
 Mode = Literal["insert", "upsert"]
 Ledger = tuple[int, int, int]  # batches, last record committed, rows committed

@@ -25,7 +25,7 @@ from server_helpers import Served, free_port, products_csv, serve, wait_record
 
 from antioom.engine.progress import Summary
 from antioom.history import Heartbeats, Origin, open_store, recover, this_process
-from antioom.sinks.sqlite import connect as connect_sqlite
+from antioom.sinks.sqlite_connection import connect as connect_sqlite
 
 ROWS = 200_000
 BAD_EVERY = 97  # products_csv: every 97th row has a price <= 0
@@ -75,7 +75,9 @@ def post(served: Served, path: Path, import_id: str) -> httpx.Response:
 def table_rows(served: Served) -> tuple[int, int]:
     """(rows, distinct skus) of the products table."""
     with connect_sqlite(served.db_url.removeprefix("sqlite:///")) as conn:
-        count, distinct = conn.execute("SELECT count(*), count(DISTINCT sku) FROM products").rows[0]
+        count, distinct = conn.execute(
+            "SELECT count(*), count(DISTINCT sku) FROM products"
+        ).fetchall()[0]
     return int(count), int(distinct)
 
 

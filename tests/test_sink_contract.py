@@ -39,8 +39,8 @@ from antioom.engine.batching import Batch
 from antioom.engine.datasets import Column, Dataset, parse_dataset
 from antioom.sinks import open_sink
 from antioom.sinks.mysql import connect_args
-from antioom.sinks.sqlite import connect as connect_sqlite
 from antioom.sinks.sqlite import sqlite_path
+from antioom.sinks.sqlite_connection import connect as connect_sqlite
 
 Row = tuple[Any, ...]
 

@@ -24,7 +24,7 @@ from conftest import antioom_command, clean_env
 from server_helpers import RssSampler, Served, curl, products_csv, serve
 
 from antioom.server import Settings
-from antioom.sinks.sqlite import connect as connect_sqlite
+from antioom.sinks.sqlite_connection import connect as connect_sqlite
 
 BOUNDARY = "cut-here-0123456789"
 IDLE_S = 1.0

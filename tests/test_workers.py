@@ -61,7 +61,7 @@ from worker_helpers import (
 
 from antioom.history import open_store
 from antioom.sinks.mysql import connect_args
-from antioom.sinks.sqlite import connect as connect_sqlite
+from antioom.sinks.sqlite_connection import connect as connect_sqlite
 from antioom.workers.jobs import PROGRESS_S
 
 SEED = int(os.environ.get("ANTIOOM_TEST_SEED") or 8)

@@ -687,7 +687,7 @@ def _record(row: Sequence[Any]) -> dict[str, Any]:
 
 def _is_connection_error(exc: Exception) -> bool:
     if type(exc).__module__.startswith("adbc_driver_manager"):  # SQLite
-        from antioom.sinks.sqlite import ROW_REFUSED, is_statement_error
+        from antioom.sinks.sqlite_connection import ROW_REFUSED, is_statement_error
 
         refused = is_statement_error(exc) or ROW_REFUSED.search(str(exc)) is not None
         return not (refused or _is_missing_table(exc))
@@ -898,7 +898,8 @@ def open_store(url: str) -> Store:
     """The store in the database at ``url`` (raises DatabaseUnavailable if unreachable)."""
     scheme = scheme_of(url)
     if scheme == "sqlite":
-        from antioom.sinks.sqlite import connect, sqlite_path
+        from antioom.sinks.sqlite import sqlite_path
+        from antioom.sinks.sqlite_connection import connect
 
         path = sqlite_path(url)
         return ImportStore(lambda: connect(path, implicit_begin=True))

@@ -1,15 +1,10 @@
 """SQLite, the embedded default: ``sqlite:///relative/path.db`` or ``sqlite:////abs/path.db``.
 
-Batches are bound straight from Arrow by ADBC's SQLite driver (``executemany`` of one Arrow
-table: no Python object per value), one transaction per batch, in WAL mode with
-``synchronous=NORMAL`` (a commit survives a process crash; the last commits may be lost on a
-power cut). Upsert is ``INSERT … ON CONFLICT DO UPDATE``, applied in input order, so the last
-occurrence of a key wins.
-
-Every SQLite access of antioom — this sink and the import records that share its file — goes
-through :func:`connect`, so one copy of SQLite runs in the process: ADBC's driver carries its
-own, and two copies in one process do not see each other's POSIX locks (a database can be
-corrupted). Python's ``sqlite3`` module must not open the same file in a process that imports.
+Batches are bound straight from Arrow by ADBC's SQLite driver (one Arrow table per statement,
+no Python object per value: see :mod:`antioom.sinks.sqlite_connection`), one transaction per
+batch, in WAL mode with ``synchronous=NORMAL`` (a commit survives a process crash; the last
+commits may be lost on a power cut). Upsert is ``INSERT … ON CONFLICT DO UPDATE``, applied in
+input order, so the last occurrence of a key wins.
 
 Every identifier is double-quoted, so reserved words (``index``, ``order``…) are column names
 like any other. SQLite compares names case-insensitively even when quoted: ``order`` and
@@ -18,18 +13,9 @@ like any other. SQLite compares names case-insensitively even when quoted: ``ord
 
 from __future__ import annotations
 
-import contextlib
-import re
-from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
-from types import TracebackType
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import adbc_driver_manager
-import adbc_driver_manager.dbapi
-import adbc_driver_sqlite.dbapi as adbc
 import pyarrow as pa
 
 from antioom.engine.batching import Batch
@@ -50,22 +36,13 @@ from antioom.sinks.base import (
     refuse_schema,
     write_isolating,
 )
-
-Error = adbc_driver_manager.Error
-
-# ADBC answers Ctrl-C in the main thread with a SIGINT handler of its own that cancels the
-# running statement from a helper thread. Its SQLite driver cannot cancel, and the handler can
-# fire after the call it guards has ended, on a freed callback (a segfault, seen here). Without
-# it Ctrl-C behaves as with Python's sqlite3: the statement ends, then KeyboardInterrupt.
-
-
-def _call(
-    func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[Any, Any], cancel: Any
-) -> Any:
-    return func(*args, **kwargs)
-
-
-adbc_driver_manager.dbapi._blocking_call = _call  # type: ignore[attr-defined]
+from antioom.sinks.sqlite_connection import (
+    ROW_REFUSED,
+    Error,
+    connect,
+    is_statement_error,
+    reason,
+)
 
 SQL_TYPES = {
     "string": "TEXT",
@@ -77,12 +54,6 @@ SQL_TYPES = {
     "timestamp": "TEXT",
 }
 AS_TEXT = {"decimal", "date", "timestamp"}
-DML = ("INSERT", "UPDATE", "DELETE", "REPLACE")
-# The constraint errors a row causes (ADBC reports SQLite's message, not its error code).
-ROW_REFUSED = re.compile(
-    r"(UNIQUE|PRIMARY KEY|NOT NULL|CHECK|FOREIGN KEY) constraint failed.*"
-    r"|cannot store \S+ value in \S+ column.*"
-)
 
 
 def q(name: str) -> str:
@@ -99,174 +70,6 @@ def sqlite_path(url: str) -> str:
     if not path:
         raise ConfigError(f"invalid SQLite URL {url!r}: no file path")
     return path
-
-
-class Result:
-    """The rows of one statement, fetched before its cursor was closed."""
-
-    def __init__(self, rows: list[tuple[Any, ...]], rowcount: int) -> None:
-        self.rows = rows
-        self.rowcount = rowcount
-
-    def fetchone(self) -> tuple[Any, ...] | None:
-        return self.rows[0] if self.rows else None
-
-    def fetchall(self) -> list[tuple[Any, ...]]:
-        return self.rows
-
-    def __iter__(self) -> Iterator[tuple[Any, ...]]:
-        return iter(self.rows)
-
-
-class Connection:
-    """An ADBC SQLite connection in autocommit mode, used the way Python's ``sqlite3`` is.
-
-    With ``implicit_begin`` (the import store), a statement that changes data opens a
-    transaction (``BEGIN IMMEDIATE``: it waits for the write lock instead of failing on a
-    stale snapshot) that :meth:`commit` or :meth:`rollback` ends, like ``sqlite3``'s default;
-    without it (the sink) every transaction is the caller's ``BEGIN``/``COMMIT``.
-    """
-
-    def __init__(self, adbc_connection: adbc.Connection, *, implicit_begin: bool) -> None:
-        self._adbc = adbc_connection
-        # One ADBC cursor serves every statement: none is left open (which would make the
-        # connection refuse to close) when Ctrl-C lands between two calls.
-        self._statement = adbc_connection.cursor()
-        self._implicit_begin = implicit_begin
-        self.in_transaction = False
-
-    def cursor(self) -> Cursor:
-        return Cursor(self)
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
-        """Run one statement and return its rows (its cursor is closed already)."""
-        with self.cursor() as cursor:
-            cursor.execute(sql, params)
-            rows = cursor.fetchall() if cursor.description else []
-            return Result(rows, cursor.rowcount)
-
-    def executemany(self, sql: str, rows: Any) -> None:
-        """Run ``sql`` once per row of ``rows``: an Arrow table is bound in C, value by value."""
-        with self.cursor() as cursor:
-            cursor.executemany(sql, rows)
-
-    def commit(self) -> None:
-        if self.in_transaction:
-            self.execute("COMMIT")
-
-    def rollback(self) -> None:
-        """Roll back whatever transaction is open, if any: also one whose BEGIN ran just
-        before a Ctrl-C, or one SQLite ended itself (an I/O error, a full disk)."""
-        self.in_transaction = False
-        with contextlib.suppress(Error):  # "no transaction is active"
-            self._statement.execute("ROLLBACK")
-
-    def close(self) -> None:
-        self._statement.close()
-        self._adbc.close()
-
-    def __enter__(self) -> Connection:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-
-class Cursor:
-    """A cursor of :class:`Connection`: DB-API calls, with ``rowcount`` for changes.
-    The cursors of one connection share its one ADBC cursor: use one at a time."""
-
-    def __init__(self, connection: Connection) -> None:
-        self._connection = connection
-        self._cursor = connection._statement
-        self.rowcount = -1
-
-    @property
-    def description(self) -> Any:
-        return self._cursor.description
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        keyword = sql.lstrip().split(None, 1)[0].upper()
-        if keyword in DML:
-            # ADBC counts changed rows only for executemany: one row of parameters.
-            self.executemany(sql, [tuple(params)] if params else [()])
-            return
-        self.rowcount = -1
-        self._cursor.execute(sql, tuple(params) or None)
-        # True between a BEGIN and its COMMIT or ROLLBACK (Connection.rollback does not rely on
-        # it: a Ctrl-C can land between the statement and this line).
-        if keyword == "BEGIN":
-            self._connection.in_transaction = True
-        elif keyword in ("COMMIT", "END") or (keyword == "ROLLBACK" and " TO " not in sql.upper()):
-            self._connection.in_transaction = False
-
-    def executemany(self, sql: str, rows: Any) -> None:
-        connection = self._connection
-        if connection._implicit_begin and not connection.in_transaction:
-            self._cursor.execute("BEGIN IMMEDIATE")
-            connection.in_transaction = True
-        if isinstance(rows, list) and rows == [()]:
-            self._cursor.execute(sql)
-            self._cursor.execute("SELECT changes()")
-            found = self._cursor.fetchone()
-            self.rowcount = int(found[0]) if found else -1
-            return
-        self._cursor.executemany(sql, rows)
-        self.rowcount = self._cursor.rowcount
-
-    def fetchone(self) -> tuple[Any, ...] | None:
-        return self._cursor.fetchone()
-
-    def fetchall(self) -> list[tuple[Any, ...]]:
-        return self._cursor.fetchall()
-
-    def close(self) -> None:
-        """Nothing to free: the ADBC cursor is the connection's."""
-
-    def __enter__(self) -> Cursor:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-
-def connect(path: str, *, implicit_begin: bool = False) -> Connection:
-    """A connection to the database file ``path`` in WAL mode, waiting up to 30 s for locks
-    (the sink and the import records share the file); DatabaseUnavailable if it cannot open."""
-    if path != ":memory:" and not Path(path).resolve().parent.is_dir():
-        raise DatabaseUnavailable(f"cannot open SQLite database {path}: no such directory")
-    try:
-        conn = Connection(adbc.connect(path, autocommit=True), implicit_begin=implicit_begin)
-    except Error as exc:
-        raise DatabaseUnavailable(f"cannot open SQLite database {path}: {reason(exc)}") from None
-    try:
-        conn.execute("PRAGMA busy_timeout = 30000")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-    except Error as exc:
-        conn.close()
-        raise DatabaseUnavailable(f"cannot open SQLite database {path}: {reason(exc)}") from None
-    return conn
-
-
-def reason(exc: BaseException) -> str:
-    """SQLite's own words in an ADBC error (without ADBC's status and call prefixes)."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    text = re.sub(r"^[A-Z_]+: (\[SQLite\] )?", "", text)
-    return re.sub(r"^Failed to \w+ (query|statement): ", "", text)
-
-
-def is_statement_error(exc: BaseException) -> bool:
-    """Whether SQLite refused the statement itself (bad SQL, a duplicate column), rather than
-    failing to run it (busy, read-only, I/O, corruption)."""
-    text = str(exc).lower()
-    return isinstance(exc, adbc_driver_manager.ProgrammingError) and not (
-        "locked" in text or "busy" in text or "disk" in text
-    )
 
 
 class SQLiteSink(Sink):
@@ -407,7 +210,8 @@ class SQLiteSink(Sink):
                     recorded = conn.execute(
                         f"SELECT end_record FROM {ledger} WHERE import_id = ? AND seq = ?",
                         (batch.import_id, batch.seq),
-                    ).rows[0]
+                    ).fetchone()
+                    assert recorded is not None  # the INSERT OR IGNORE ignored it
                     conn.execute("ROLLBACK")
                     return claim_conflict(batch, recorded[0])
                 errors = write_isolating(batch.rows, write_range, _row_error)
