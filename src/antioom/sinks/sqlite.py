@@ -38,6 +38,7 @@ from antioom.sinks.base import (
 )
 from antioom.sinks.sqlite_connection import (
     ROW_REFUSED,
+    Cursor,
     Error,
     connect,
     is_statement_error,
@@ -88,39 +89,37 @@ class SQLiteSink(Sink):
             columns.append(f"{q(UPDATED_AT)} TEXT")
         if dataset.key:
             columns.append(f"PRIMARY KEY ({', '.join(map(q, dataset.key))})")
+        # One transaction with the write lock: concurrent imports check and add the ledger's
+        # and the table's columns one after another, never both the same column.
         try:
-            self.conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {q(dataset.table)} ({', '.join(columns)})"
-            )
-            self.conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {q(LEDGER_TABLE)} (import_id TEXT NOT NULL, "
-                "seq INTEGER NOT NULL, rows INTEGER NOT NULL, committed_at TEXT NOT NULL, "
-                "end_record INTEGER, refused INTEGER NOT NULL DEFAULT 0, start_record INTEGER, "
-                "PRIMARY KEY (import_id, seq))"
-            )
-            ledger = {
-                row[0]
-                for row in self.conn.execute(
-                    "SELECT name FROM pragma_table_info(?)", (LEDGER_TABLE,)
-                )
-            }
-            for name, definition in LEDGER_COLUMNS_ADDED.items():
-                if name not in ledger:  # a ledger made by an older version
-                    self.conn.execute(
-                        f"ALTER TABLE {q(LEDGER_TABLE)} ADD COLUMN {name} {definition}"
-                    )
-            existing = {
-                row[0]
-                for row in self.conn.execute(
-                    "SELECT name FROM pragma_table_info(?)", (dataset.table,)
-                )
-            }
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._create(dataset, columns, alter)
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.rollback()
+                raise
         except Error as exc:
             if is_statement_error(exc):  # too many columns, a duplicate column name
                 raise TargetError(f"cannot prepare table {dataset.table}: {reason(exc)}") from None
             raise DatabaseUnavailable(
                 f"cannot prepare table {dataset.table}: {reason(exc)}"
             ) from None
+
+    def _create(self, dataset: Dataset, columns: list[str], alter: bool) -> None:
+        """Create or upgrade the table and the ledger (within prepare's transaction)."""
+        self.conn.execute(f"CREATE TABLE IF NOT EXISTS {q(dataset.table)} ({', '.join(columns)})")
+        self.conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {q(LEDGER_TABLE)} (import_id TEXT NOT NULL, "
+            "seq INTEGER NOT NULL, rows INTEGER NOT NULL, committed_at TEXT NOT NULL, "
+            "end_record INTEGER, refused INTEGER NOT NULL DEFAULT 0, start_record INTEGER, "
+            "PRIMARY KEY (import_id, seq))"
+        )
+        ledger = {row[0] for row in self._column_names(LEDGER_TABLE)}
+        for name, definition in LEDGER_COLUMNS_ADDED.items():
+            if name not in ledger:  # a ledger made by an older version
+                self.conn.execute(f"ALTER TABLE {q(LEDGER_TABLE)} ADD COLUMN {name} {definition}")
+        existing = {row[0] for row in self._column_names(dataset.table)}
         types = {c.name: SQL_TYPES[c.type] for c in dataset.columns} | {UPDATED_AT: "TEXT"}
         for name in missing_columns(dataset, existing, alter):
             try:
@@ -131,6 +130,9 @@ class SQLiteSink(Sink):
                 raise TargetError(
                     f"cannot add column {name} to {dataset.table}: {reason(exc)}"
                 ) from None
+
+    def _column_names(self, table: str) -> Cursor:
+        return self.conn.execute("SELECT name FROM pragma_table_info(?)", (table,))
 
     def clear(self, table: str, *, drop: bool) -> None:
         refuse_schema(table, "SQLite")
