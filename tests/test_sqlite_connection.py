@@ -15,7 +15,10 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from antioom.errors import DatabaseUnavailable
+from antioom import import_csv
+from antioom.engine.datasets import Column, Dataset
+from antioom.errors import DatabaseUnavailable, TargetError
+from antioom.sinks.sqlite import SQLiteSink
 from antioom.sinks.sqlite_connection import Error, connect
 
 
@@ -107,3 +110,52 @@ def test_an_import_and_the_server_never_load_pythons_sqlite3(tmp_path: Path) -> 
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_closing_twice_is_harmless(db: str) -> None:
+    conn = connect(db)
+    conn.close()
+    conn.close()
+
+
+def test_a_column_null_in_its_first_thousands_of_rows_reads_back(db: str) -> None:
+    """ADBC infers a result's column types from its first rows."""
+    values = [None] * 5_000 + ["late"]
+    with connect(db) as conn:
+        conn.execute("CREATE TABLE sparse (v)")
+        conn.executemany("INSERT INTO sparse VALUES (?)", pa.table({"v": values}))
+        found = conn.execute("SELECT v FROM sparse ORDER BY rowid").fetchall()
+    assert [row[0] for row in found] == values
+
+
+def test_rows_sqlite_refuses_are_rejected_with_its_reason(tmp_path: Path) -> None:
+    """A text key for an INTEGER PRIMARY KEY and a trigger's RAISE reject their row; the
+    rest of the batch lands."""
+    path = tmp_path / "t.db"
+    with connect(str(path)) as conn:
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+        conn.execute(
+            "CREATE TRIGGER no_bad BEFORE INSERT ON t WHEN NEW.v = 'bad' "
+            "BEGIN SELECT RAISE(ABORT, 'v must not be bad'); END"
+        )
+    csv = tmp_path / "t.csv"
+    csv.write_text("id,v\n1,a\nA,b\n2,bad\n3,c\n")
+    summary = import_csv(csv, f"sqlite:///{path}", table="t")
+    assert (summary.status, summary.processed, summary.failed) == ("completed", 2, 2)
+    reasons = sorted(reject.reason for reject in summary.rejects)
+    assert reasons == ["datatype mismatch", "v must not be bad"]
+    with connect(str(path)) as conn:
+        assert conn.execute("SELECT id, v FROM t ORDER BY id").fetchall() == [(1, "a"), (3, "c")]
+
+
+@pytest.mark.parametrize("table", ["stats", "disk_stats", "locked_busy"])
+def test_a_refused_table_definition_is_a_target_error_whatever_its_name(
+    tmp_path: Path, table: str
+) -> None:
+    """Only SQLite's message decides, not the statement ADBC quotes with it."""
+    dataset = Dataset(name=table, table=table, columns=(Column(name="Order"), Column(name="order")))
+    with (
+        SQLiteSink(f"sqlite:///{tmp_path / 't.db'}") as sink,
+        pytest.raises(TargetError, match="duplicate column name"),
+    ):
+        sink.prepare(dataset)

@@ -367,8 +367,9 @@ class ImportStore:
 
     @contextmanager
     def _ddl_lock(self, cursor: Any) -> Iterator[None]:
-        """Serialise creating and upgrading the tables between processes (SQLite's own lock
-        does; PostgreSQL's CREATE TABLE IF NOT EXISTS races on its row type)."""
+        """Serialise creating and upgrading the tables between processes (here SQLite's write
+        lock, until the commit; PostgreSQL's CREATE TABLE IF NOT EXISTS races on its row type)."""
+        cursor.execute("BEGIN IMMEDIATE")
         yield
 
     def ping(self) -> None:
@@ -687,9 +688,9 @@ def _record(row: Sequence[Any]) -> dict[str, Any]:
 
 def _is_connection_error(exc: Exception) -> bool:
     if type(exc).__module__.startswith("adbc_driver_manager"):  # SQLite
-        from antioom.sinks.sqlite_connection import ROW_REFUSED, is_statement_error
+        from antioom.sinks.sqlite_connection import is_statement_error, row_refusal
 
-        refused = is_statement_error(exc) or ROW_REFUSED.search(str(exc)) is not None
+        refused = is_statement_error(exc) or row_refusal(exc) is not None
         return not (refused or _is_missing_table(exc))
     import psycopg
     import pymysql  # type: ignore[import-untyped]

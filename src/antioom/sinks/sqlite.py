@@ -37,12 +37,12 @@ from antioom.sinks.base import (
     write_isolating,
 )
 from antioom.sinks.sqlite_connection import (
-    ROW_REFUSED,
     Cursor,
     Error,
     connect,
     is_statement_error,
     reason,
+    row_refusal,
 )
 
 SQL_TYPES = {
@@ -92,8 +92,8 @@ class SQLiteSink(Sink):
         # One transaction with the write lock: concurrent imports check and add the ledger's
         # and the table's columns one after another, never both the same column.
         try:
-            self.conn.execute("BEGIN IMMEDIATE")
             try:
+                self.conn.execute("BEGIN IMMEDIATE")
                 self._create(dataset, columns, alter)
                 self.conn.execute("COMMIT")
             except BaseException:
@@ -194,8 +194,8 @@ class SQLiteSink(Sink):
 
         ledger = q(LEDGER_TABLE)
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            try:  # the BEGIN inside: a Ctrl-C right after it must roll back too
+                conn.execute("BEGIN IMMEDIATE")
                 claimed = conn.execute(
                     f"INSERT OR IGNORE INTO {ledger} (import_id, seq, rows, committed_at, "
                     "start_record, end_record) VALUES (?, ?, ?, ?, ?, ?)",
@@ -208,7 +208,7 @@ class SQLiteSink(Sink):
                         batch.end_record,
                     ),
                 ).rowcount
-                if not claimed:
+                if claimed != 1:
                     recorded = conn.execute(
                         f"SELECT end_record FROM {ledger} WHERE import_id = ? AND seq = ?",
                         (batch.import_id, batch.seq),
@@ -246,11 +246,8 @@ class SQLiteSink(Sink):
 
 
 def _row_error(exc: Exception) -> str | None:
-    """The reason a row was refused, if ``exc`` is a constraint the row broke."""
-    found = ROW_REFUSED.search(str(exc)) if isinstance(exc, Error) else None
-    if found is None:
-        return None
-    message = found.group(0)
-    if message.startswith(("UNIQUE", "PRIMARY KEY")):
-        return "duplicate key (" + message.split(": ", 1)[-1] + ")"
-    return message
+    """The reason a row was refused, if ``exc`` is a constraint (or a trigger) the row broke."""
+    refusal = row_refusal(exc)
+    if refusal is not None and refusal.startswith("UNIQUE"):
+        return "duplicate key (" + refusal.split(": ", 1)[-1] + ")"
+    return refusal

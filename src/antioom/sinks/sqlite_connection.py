@@ -29,10 +29,25 @@ from antioom.errors import DatabaseUnavailable
 
 Error = adbc_driver_manager.Error
 DML = ("INSERT", "UPDATE", "DELETE", "REPLACE")
-# The constraint errors a row causes (ADBC reports SQLite's message, not its error code).
+# What a row causes, besides ADBC's IntegrityError (every constraint, a trigger's RAISE):
+# SQLite's messages, since ADBC does not pass its error codes on.
 ROW_REFUSED = re.compile(
-    r"(UNIQUE|PRIMARY KEY|NOT NULL|CHECK|FOREIGN KEY) constraint failed.*"
+    r"(UNIQUE|NOT NULL|CHECK|FOREIGN KEY) constraint failed.*|datatype mismatch.*"
     r"|cannot store \S+ value in \S+ column.*"
+)
+# The first rows of a result from which ADBC infers its column types: a column NULL in all of
+# them and holding values later would fail to read. antioom's own queries return far fewer.
+RESULT_ROWS = 100_000
+# SQLite failing to run a statement (rather than refusing it): said in the first line.
+NOT_THE_STATEMENT = (
+    "database is locked",
+    "database table is locked",
+    "busy",
+    "disk i/o error",
+    "database or disk is full",
+    "malformed",
+    "readonly",
+    "read-only",
 )
 
 
@@ -52,12 +67,17 @@ class Connection:
             # One statement serves every call (its parameters are released after each run): a
             # statement left open would stop the connection from closing, and a Ctrl-C can
             # land between opening and closing one.
-            self._statement = adbc_driver_manager.AdbcStatement(self._connection)
+            self._statement = self._new_statement()
         except BaseException:
             self.close()
             raise
         self._implicit_begin = implicit_begin
         self.in_transaction = False
+
+    def _new_statement(self) -> adbc_driver_manager.AdbcStatement:
+        statement = adbc_driver_manager.AdbcStatement(self._connection)
+        statement.set_options(**{"adbc.sqlite.query.batch_rows": str(RESULT_ROWS)})
+        return statement
 
     def cursor(self) -> Cursor:
         return Cursor(self)
@@ -72,7 +92,7 @@ class Connection:
         returns the number of rows changed."""
         return self.cursor().executemany(sql, rows)
 
-    def run(self, sql: str, parameters: pa.Table | pa.RecordBatch | None = None) -> Statement:
+    def run(self, sql: str, parameters: pa.Table | pa.RecordBatch | None = None) -> Result:
         """Run one statement, binding ``parameters`` (one execution per row) if given."""
         if self._implicit_begin and not self.in_transaction and _keyword(sql) in DML:
             self._run("BEGIN IMMEDIATE", None)
@@ -87,23 +107,29 @@ class Connection:
             self.in_transaction = False
         return found
 
-    def _run(self, sql: str, parameters: pa.Table | pa.RecordBatch | None) -> Statement:
+    def _run(self, sql: str, parameters: pa.Table | pa.RecordBatch | None) -> Result:
         statement = self._statement
         try:
             statement.set_sql_query(sql)
             if parameters is not None:
                 statement.bind_stream(parameters)
             if _keyword(sql) in DML:
-                return Statement([], [], statement.execute_update())
+                return Result([], [], statement.execute_update())
             stream, _ = statement.execute_query()
-            table = pa.RecordBatchReader.from_stream(stream).read_all()
+            try:
+                table = pa.RecordBatchReader.from_stream(stream).read_all()
+            except (OSError, pa.ArrowException) as exc:  # e.g. a column whose type changed
+                raise adbc_driver_manager.InternalError(
+                    f"cannot read the result: {exc}",
+                    status_code=adbc_driver_manager.AdbcStatusCode.INTERNAL,
+                ) from None
         except BaseException:
             # A statement that failed keeps its parameters: the next one must not inherit them.
-            self._statement = adbc_driver_manager.AdbcStatement(self._connection)
+            self._statement = self._new_statement()
             statement.close()
             raise
         rows = list(zip(*(column.to_pylist() for column in table.columns), strict=True))
-        return Statement(table.schema.names, rows, -1)
+        return Result(table.schema.names, rows, -1)
 
     def commit(self) -> None:
         if self.in_transaction:
@@ -112,14 +138,23 @@ class Connection:
     def rollback(self) -> None:
         """Roll back whatever transaction is open, if any: also one whose BEGIN ran just
         before a Ctrl-C, or one SQLite ended itself (an I/O error, a full disk)."""
-        self.in_transaction = False
         with contextlib.suppress(Error):  # "no transaction is active"
             self._run("ROLLBACK", None)
+        self.in_transaction = False
 
     def close(self) -> None:
-        for handle in ("_statement", "_connection", "_database"):  # children first
-            if hasattr(self, handle):
-                getattr(self, handle).close()
+        """Close the statement, the connection and the database (children first); a second
+        call does nothing, as with sqlite3."""
+        handles = [
+            self.__dict__.pop(name, None) for name in ("_statement", "_connection", "_database")
+        ]
+        try:
+            for handle in handles[:-1]:
+                if handle is not None:
+                    handle.close()
+        finally:
+            if handles[-1] is not None:
+                handles[-1].close()
 
     def __enter__(self) -> Connection:
         return self
@@ -130,7 +165,7 @@ class Connection:
         self.close()
 
 
-class Statement:
+class Result:
     """What one statement returned: column names, rows, and rows changed (-1: not a change)."""
 
     def __init__(self, names: list[str], rows: list[tuple[Any, ...]], rowcount: int) -> None:
@@ -144,7 +179,7 @@ class Cursor:
 
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
-        self._found = Statement([], [], -1)
+        self._found = Result([], [], -1)
         self._next = 0
 
     @property
@@ -228,16 +263,39 @@ def reason(exc: BaseException) -> str:
     """SQLite's own words in an ADBC error (without ADBC's status and call prefixes)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     text = re.sub(r"^[A-Z_]+: (\[SQLite\] )?", "", text)
-    return re.sub(r"^Failed to \w+ (query|statement): ", "", text)
+    return re.sub(r"^failed to \w+ (query|statement): ", "", text, flags=re.IGNORECASE)
 
 
 def is_statement_error(exc: BaseException) -> bool:
     """Whether SQLite refused the statement itself (bad SQL, a duplicate column), rather than
-    failing to run it (busy, read-only, I/O, corruption)."""
-    text = str(exc).lower()
-    return isinstance(exc, adbc_driver_manager.ProgrammingError) and not (
-        "locked" in text or "busy" in text or "disk" in text
+    failing to run it (busy, read-only, I/O, corruption). Only SQLite's message counts, not
+    the statement ADBC quotes after it (a table may be called ``disk_stats``)."""
+    text = reason(exc).lower()
+    return isinstance(exc, adbc_driver_manager.ProgrammingError) and not any(
+        words in text for words in NOT_THE_STATEMENT
     )
+
+
+def row_refusal(exc: BaseException) -> str | None:
+    """SQLite's reason for refusing a row, if ``exc`` is a constraint (or a trigger) the row
+    broke, else None."""
+    if not isinstance(exc, Error):
+        return None
+    found = ROW_REFUSED.search(str(exc))
+    if found is not None:
+        return found.group(0)
+    # A trigger's RAISE says what its author wrote: one row bound, ADBC calls it an
+    # IntegrityError; several, an InternalError from resetting the statement, which is
+    # split until the row stands alone (an error that is not the row's then shows as such).
+    text = str(exc).lower()
+    resetting = (
+        isinstance(exc, adbc_driver_manager.InternalError)
+        and "failed to reset statement" in text
+        and not any(words in text for words in NOT_THE_STATEMENT)
+    )
+    if isinstance(exc, adbc_driver_manager.IntegrityError) or resetting:
+        return reason(exc)
+    return None
 
 
 def _keyword(sql: str) -> str:
