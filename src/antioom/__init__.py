@@ -4,7 +4,8 @@ The embedding API is :func:`import_csv` (blocking), :func:`import_csv_async` and
 :class:`PushImport` (for event loops); everything else is reachable from the submodules.
 """
 
-from antioom.aio import PushImport, import_csv_async
+from typing import TYPE_CHECKING, Any
+
 from antioom.api import import_csv
 from antioom.engine.datasets import Column, Dataset, load_datasets
 from antioom.engine.progress import ProgressEvent, Summary
@@ -21,6 +22,19 @@ from antioom.errors import (
     TargetError,
     TooManyRejects,
 )
+
+if TYPE_CHECKING:
+    from antioom.aio import PushImport, import_csv_async
+
+
+def __getattr__(name: str) -> Any:
+    """The asyncio API on first use: the CLI and blocking callers skip importing asyncio."""
+    if name in ("PushImport", "import_csv_async"):
+        import antioom.aio
+
+        return getattr(antioom.aio, name)
+    raise AttributeError(f"module 'antioom' has no attribute {name!r}")
+
 
 __all__ = [
     "AntioomError",

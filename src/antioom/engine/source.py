@@ -7,7 +7,6 @@ CSV parser pulls from. Nothing here ever holds more than one read's worth of byt
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import sys
 import threading
@@ -190,6 +189,8 @@ class ByteChannel:
         if self._buffered + len(data) <= self.max_bytes and len(data) <= self.max_bytes // 4:
             self._put(data)
             return
+        import asyncio  # here: blocking callers never load asyncio
+
         await asyncio.to_thread(self.send_blocking, data)
 
     def _put(self, chunk: bytes) -> None:
