@@ -148,7 +148,7 @@ def test_rows_sqlite_refuses_are_rejected_with_its_reason(tmp_path: Path) -> Non
         assert conn.execute("SELECT id, v FROM t ORDER BY id").fetchall() == [(1, "a"), (3, "c")]
 
 
-@pytest.mark.parametrize("table", ["stats", "disk_stats", "locked_busy"])
+@pytest.mark.parametrize("table", ["stats", "disk_stats", "busy_locked", "readonly_database"])
 def test_a_refused_table_definition_is_a_target_error_whatever_its_name(
     tmp_path: Path, table: str
 ) -> None:

@@ -38,16 +38,15 @@ ROW_REFUSED = re.compile(
 # The first rows of a result from which ADBC infers its column types: a column NULL in all of
 # them and holding values later would fail to read. antioom's own queries return far fewer.
 RESULT_ROWS = 100_000
-# SQLite failing to run a statement (rather than refusing it): said in the first line.
+# SQLite failing to run a statement (rather than refusing it), in its own words.
 NOT_THE_STATEMENT = (
     "database is locked",
     "database table is locked",
-    "busy",
     "disk i/o error",
     "database or disk is full",
-    "malformed",
-    "readonly",
-    "read-only",
+    "database disk image is malformed",
+    "readonly database",
+    "unable to open database",
 )
 
 
@@ -287,11 +286,10 @@ def row_refusal(exc: BaseException) -> str | None:
     # A trigger's RAISE says what its author wrote: one row bound, ADBC calls it an
     # IntegrityError; several, an InternalError from resetting the statement, which is
     # split until the row stands alone (an error that is not the row's then shows as such).
-    text = str(exc).lower()
     resetting = (
         isinstance(exc, adbc_driver_manager.InternalError)
-        and "failed to reset statement" in text
-        and not any(words in text for words in NOT_THE_STATEMENT)
+        and "failed to reset statement" in str(exc).lower()
+        and not any(words in reason(exc).lower() for words in NOT_THE_STATEMENT)
     )
     if isinstance(exc, adbc_driver_manager.IntegrityError) or resetting:
         return reason(exc)
