@@ -93,11 +93,11 @@ class Connection:
 
     def run(self, sql: str, parameters: pa.Table | pa.RecordBatch | None = None) -> Result:
         """Run one statement, binding ``parameters`` (one execution per row) if given."""
-        if self._implicit_begin and not self.in_transaction and _keyword(sql) in DML:
+        keyword = _keyword(sql)
+        if self._implicit_begin and not self.in_transaction and keyword in DML:
             self._run("BEGIN IMMEDIATE", None)
             self.in_transaction = True
         found = self._run(sql, parameters)
-        keyword = _keyword(sql)
         # True between a BEGIN and its COMMIT or ROLLBACK (rollback() does not rely on it:
         # a Ctrl-C can land between the statement and this line).
         if keyword == "BEGIN":
@@ -229,14 +229,6 @@ class Cursor:
 
     def close(self) -> None:
         """Nothing to free: the rows were read when the statement ran."""
-
-    def __enter__(self) -> Cursor:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def connect(path: str, *, implicit_begin: bool = False) -> Connection:
