@@ -21,7 +21,9 @@ import pytest
 from server_helpers import HEADER, asgi_client, products_csv
 
 import antioom.server.app as server_app
+from antioom.engine.source import ByteChannel
 from antioom.server import Settings, create_app
+from antioom.server.live import LiveImport
 
 pytestmark = pytest.mark.anyio
 CSV = {"content-type": "text/csv"}
@@ -365,6 +367,21 @@ async def test_concurrency_limit_is_503_with_retry_after(db_url: str) -> None:
     assert running["status"] == "running"
     assert done.status_code == 200 and done.json()["processed"] == 20
     assert third.status_code == 200
+
+
+async def test_an_accepted_import_is_running_before_its_record_is_written(db_url: str) -> None:
+    """The upload registers its import before a thread writes the record: a client polling
+    its own X-Import-Id in that window sees it running, not 404."""
+    async with client_with(db_url) as client:
+        app: Any = client._transport.app  # type: ignore[attr-defined]
+        assert app.state.registry.try_start(LiveImport("just-accepted", ByteChannel(1024)))
+        running = await client.get("/imports/just-accepted")
+        app.state.registry.finish("just-accepted")
+        gone = await client.get("/imports/just-accepted")
+    assert running.status_code == 200
+    assert running.json()["status"] == "running"
+    assert running.json()["processed"] == 0
+    assert gone.status_code == 404
 
 
 async def test_delete_cancels_a_running_import(db_url: str) -> None:

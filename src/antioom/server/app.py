@@ -847,7 +847,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "/imports/{import_id}", summary="One import", tags=["imports"], dependencies=read_guard
     )
     async def get_import(import_id: str) -> dict[str, Any]:
-        return with_live(await get_record(import_id))
+        record = await asyncio.to_thread(store().get, import_id)
+        live = registry.imports.get(import_id)
+        if record is None and live is not None:  # accepted; its record is being written
+            record = {"processed": 0, "failed": 0, **live.state, "id": import_id}
+            record["status"] = "running"
+        if record is None:
+            raise HTTPException(404, f"no import {import_id}")
+        return with_live(record)
 
     @app.delete(
         "/imports/{import_id}",
