@@ -300,6 +300,35 @@ def test_table_import_infers_column_types(write_csv, sqlite_url, fetch):
     ]
 
 
+def test_inference_weighs_every_sampled_value_not_only_the_first(write_csv, sqlite_url, fetch):
+    """Types are tried on the first 64 values before the whole sample: a value far down the
+    sample still decides (a float, text, a 20-digit number, a non-boolean word)."""
+    head = 100
+    columns = {
+        "floats": ["1"] * head + ["2.5"],
+        "texts": ["7"] * head + ["n/a"],
+        "big": ["12"] * head + ["12345678901234567890"],
+        "words": ["true"] * head + ["maybe"],
+        "ints": ["3"] * head + ["4"],
+    }
+    rows = zip(*columns.values(), strict=True)
+    import_csv(
+        write_csv(",".join(columns) + "\n" + "".join(",".join(row) + "\n" for row in rows)),
+        sqlite_url,
+        table="t",
+    )
+    assert [(row[1], row[2]) for row in fetch(sqlite_url, "PRAGMA table_info(t)")] == [
+        ("floats", "REAL"),
+        ("texts", "TEXT"),
+        ("big", "TEXT"),
+        ("words", "TEXT"),
+        ("ints", "INTEGER"),
+    ]
+    assert fetch(sqlite_url, "SELECT big, words FROM t WHERE rowid = 101") == [
+        ("12345678901234567890", "maybe")
+    ]
+
+
 def test_header_names_become_safe_column_names(write_csv, sqlite_url, fetch):
     import_csv(write_csv("Unit Price,2nd name,unit price\nx1,x2,x3\n"), sqlite_url, table="t")
     names = [row[1] for row in fetch(sqlite_url, "PRAGMA table_info(t)")]

@@ -147,26 +147,41 @@ def _leading_zeros(values: pa.Array) -> pa.Array:
     return pc.fill_null(pc.match_substring_regex(values, LEADING_ZERO), False)
 
 
+INFER_HEAD = 64  # values a type is tried on before the whole sample
+
+
 def infer_type(values: pa.Array) -> ColumnType:
     """The most specific type every one of ``values`` (trimmed, non-empty strings) fits."""
     if len(values) == 0:
         return "string"
+    head = values.slice(0, INFER_HEAD)
     for candidate in INFER_ORDER:
-        column = Column(name="x", type=candidate)
-        if candidate == "boolean":
-            words = pc.is_in(pc.utf8_lower(values), value_set=pa.array(INFERRED_BOOLEANS))
-            if pc.all(words).as_py():
-                return candidate
+        # A type the first values refuse, all of them refuse: trying it on those alone first
+        # spares a text column five casts of the whole sample (~0.1 s each at 30,000 values).
+        if len(values) > INFER_HEAD and _fitted_type(head, candidate) is None:
             continue
-        try:
-            _, bad = convert(values, candidate, arrow_type(column))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            continue
-        if bad is None or not any_true(bad):
-            return "string" if lossy(values, candidate) is not None else candidate
-        if candidate == "integer" and pc.all(pc.match_substring_regex(values, r"^[+-]?\d+$")):
-            return "string"  # whole numbers too big for 64 bits: a float would round them
+        fitted = _fitted_type(values, candidate)
+        if fitted is not None:
+            return fitted
     return "string"
+
+
+def _fitted_type(values: pa.Array, candidate: ColumnType) -> ColumnType | None:
+    """The type ``values`` get if ``candidate`` is tried (itself, or text where it would lose
+    something); None: they do not fit it, try the next."""
+    column = Column(name="x", type=candidate)
+    if candidate == "boolean":
+        words = pc.is_in(pc.utf8_lower(values), value_set=pa.array(INFERRED_BOOLEANS))
+        return candidate if pc.all(words).as_py() else None
+    try:
+        _, bad = convert(values, candidate, arrow_type(column))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if bad is None or not any_true(bad):
+        return "string" if lossy(values, candidate) is not None else candidate
+    if candidate == "integer" and pc.all(pc.match_substring_regex(values, r"^[+-]?\d+$")).as_py():
+        return "string"  # whole numbers too big for 64 bits: a float would round them
+    return None
 
 
 def castable(value: str, column_type: ColumnType) -> bool:
