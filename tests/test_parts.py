@@ -35,7 +35,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from antioom.engine import parts as parts_module
-from antioom.engine import records as records_module
 from antioom.engine.datasets import Column, Dataset
 from antioom.engine.parts import SCAN_CHUNK, Part, Plan, Scan, Scanning, plan
 from antioom.engine.pipeline import Options, Target, resolve_dataset, run_import
@@ -137,11 +136,8 @@ def assert_parts_agree(data: bytes, dialect: Dialect, found: Plan) -> Parsed:
 
 @contextmanager
 def scan_chunk(size: int | None) -> Iterator[None]:
-    """Scan in chunks of ``size`` bytes (None: the real 8 MiB), and let parsers close at once:
-    ``QUIET_S`` only guards interpreter shutdown against an Arrow thread still reading, and
-    every parse here has read its input to the end (it would otherwise cost 0.1 s a parse)."""
+    """Scan in chunks of ``size`` bytes (None: the real 8 MiB)."""
     with ExitStack() as stack:
-        stack.enter_context(mock.patch.object(records_module, "QUIET_S", 0.001))
         if size is not None:
             stack.enter_context(mock.patch.object(parts_module, "SCAN_CHUNK", size))
         yield

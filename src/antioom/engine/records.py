@@ -718,14 +718,15 @@ class _ReadAheadGate:
 
     def close(self, wait_s: float = 2.0) -> None:
         """Refuse further reads, then wait (at most ``wait_s``) until Arrow's reader has gone
-        quiet: no read in progress and none started for ``QUIET_S``. An Arrow thread calling
-        into Python while the interpreter shuts down would abort the process."""
+        quiet: no read in progress and, unless it has read the end of the input (after which
+        its reading thread stops), none started for ``QUIET_S``. An Arrow thread calling into
+        Python while the interpreter shuts down would abort the process."""
         deadline = time.monotonic() + wait_s
         with self._cond:
             self.closed = True
             self._cond.notify_all()
             while time.monotonic() < deadline:
                 quiet_for = time.monotonic() - self._last_read
-                if self._in_flight == 0 and quiet_for >= QUIET_S:
+                if self._in_flight == 0 and (self._eof or quiet_for >= QUIET_S):
                     return
                 self._cond.wait(timeout=QUIET_S)
