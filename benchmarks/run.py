@@ -124,6 +124,8 @@ class Run:
     wall_s: float
     peak_rss_mb: float  # MiB, from ru_maxrss
     rss_floor_mb: float  # this script's own peak when the child started (see module doc)
+    cpu_s: float = 0.0  # the child's own user + system CPU
+    other_cpu_s: float = 0.0  # the rest of the machine's busy CPU meanwhile: the database
     summary: dict[str, Any] | None = None
 
     @property
@@ -180,6 +182,14 @@ class Measurement:
         return self.data.rows / self.median_wall_s
 
     @property
+    def cpu_s(self) -> float:
+        return statistics.median(run.cpu_s for run in self.runs)
+
+    @property
+    def other_cpu_s(self) -> float:
+        return statistics.median(run.other_cpu_s for run in self.runs)
+
+    @property
     def peak_rss_mb(self) -> float:
         """The highest peak over the runs (memory targets are about the worst case)."""
         return max(run.peak_rss_mb for run in self.runs)
@@ -222,10 +232,12 @@ def measure(command: Sequence[str], *, what: str) -> tuple[Run, str]:
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         floor = own_peak_rss_mb()
+        busy_before = machine_busy_s()
         t0 = time.perf_counter()
         proc = subprocess.Popen(list(command), stdout=out, stderr=err, stdin=subprocess.DEVNULL)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
+        busy = machine_busy_s() - busy_before
         proc.returncode = os.waitstatus_to_exitcode(status)
         stdout, stderr = read_tail(out), read_tail(err)
     if proc.returncode != 0:
@@ -233,7 +245,24 @@ def measure(command: Sequence[str], *, what: str) -> tuple[Run, str]:
             f"{what} failed (exit {proc.returncode}): {shlex.join(command)}\n"
             f"--- stderr (tail) ---\n{tail(stderr)}\n--- stdout (tail) ---\n{tail(stdout)}"
         )
-    return Run(wall_s=wall, peak_rss_mb=usage.ru_maxrss / 1024, rss_floor_mb=floor), stdout
+    cpu = usage.ru_utime + usage.ru_stime
+    run = Run(
+        wall_s=wall,
+        peak_rss_mb=usage.ru_maxrss / 1024,
+        rss_floor_mb=floor,
+        cpu_s=cpu,
+        other_cpu_s=max(busy - cpu, 0.0),
+    )
+    return run, stdout
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has spent busy since boot (``/proc/stat``): the part a
+    run's own process did not use went to the database server (this script only waits)."""
+    with open("/proc/stat") as stat:
+        ticks = [int(field) for field in stat.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def read_tail(handle: IO[bytes], limit: int = 1 << 20) -> str:
@@ -270,7 +299,7 @@ def run_contender(case: Case, contender: Contender, data: DataFile) -> Run:
                 f"{what}: expected status 'completed' and processed == {data.rows}, got "
                 f"{json.dumps({k: summary.get(k) for k in ('status', 'processed', 'failed')})}"
             )
-        run = Run(run.wall_s, run.peak_rss_mb, run.rss_floor_mb, summary)
+        run = replace(run, summary=summary)
     count = contender.count_rows()
     if count != data.rows:
         raise BenchmarkError(f"{what}: table holds {count} rows, expected {data.rows}")
@@ -923,9 +952,9 @@ def fmt_rss(measurement: Measurement) -> str:
 def size_table(pairs: list[tuple[Measurement | None, Measurement]]) -> list[str]:
     """The per-size comparison table; ratio, target and verdict sit on the antioom row."""
     lines = [
-        "| case | tool | median wall s | rows/s | peak RSS MB | ratio (antioom / baseline) "
-        "| target | met? |",
-        "|---|---|---:|---:|---:|---:|---|---|",
+        "| case | tool | median wall s | rows/s | peak RSS MB | CPU s: tool / rest "
+        "| ratio (antioom / baseline) | target | met? |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for ours, theirs in pairs:
         case = theirs.case
@@ -935,13 +964,18 @@ def size_table(pairs: list[tuple[Measurement | None, Measurement]]) -> list[str]
             lines.append(
                 f"| {case.title} | {ours.contender.tool} | {ours.median_wall_s:.2f} "
                 f"| {ours.rows_per_s:,.0f} "
-                f"| {fmt_rss(ours)} | {ratio:.2f} | {case.target.label} | {met} |"
+                f"| {fmt_rss(ours)} | {fmt_cpu(ours)} | {ratio:.2f} | {case.target.label} "
+                f"| {met} |"
             )
         lines.append(
             f"| {case.title} | {theirs.contender.tool} | {theirs.median_wall_s:.2f} "
-            f"| {theirs.rows_per_s:,.0f} | {fmt_rss(theirs)} | | | |"
+            f"| {theirs.rows_per_s:,.0f} | {fmt_rss(theirs)} | {fmt_cpu(theirs)} | | | |"
         )
     return lines
+
+
+def fmt_cpu(measurement: Measurement) -> str:
+    return f"{measurement.cpu_s:.1f} / {measurement.other_cpu_s:.1f}"
 
 
 def memory_section(results: dict[str, list[tuple[Measurement | None, Measurement]]]) -> list[str]:
@@ -1053,6 +1087,10 @@ def write_results(
         "sqlite3 `.import` of the 3-column file into the 4-column `products` table would print "
         "a warning per row, so its sku-keyed baseline table leaves out `updated_at`.",
         "- Wall time is the median over the repeats; rows/s = rows / median wall time.",
+        "- CPU s (medians): the tool's own user + system CPU (`os.wait4`), and the rest of "
+        "the machine's busy CPU during the run (`/proc/stat`; this script only waits), which "
+        "is the database server's (for curl: antioom's server and the database). A baseline "
+        "whose wall time equals its database's CPU is bound by one server core.",
         "- Peak RSS is the child's `ru_maxrss` from `os.wait4` (MiB), the max over repeats. "
         "Linux folds in the pre-exec memory a child inherits from this script, so no figure "
         f"can be below the script's own peak (~{own_peak_rss_mb():.0f} MiB); such figures "
