@@ -522,6 +522,22 @@ def build_cases(data: DataFile, config: Config) -> list[Case]:
         pg_keyed_insert_reset = pg_reset(url, "products_keyed", PG_KEYED_DDL)
         pg_kc = pg_count(url, "products_keyed")
         pg_insert = antioom_contender(data, url, "products_plain", pg_plain_reset, pg_plain_count)
+        pg_keyed_insert = antioom_contender(
+            data, url, "products_keyed", pg_keyed_insert_reset, pg_kc
+        )
+        pg_keyed_baseline = Contender(
+            "psql \\copy (sku key)",
+            pg_copy_command(url, data, "products_keyed"),
+            pg_keyed_insert_reset,
+            pg_kc,
+        )
+        pg_upsert = antioom_contender(data, url, "products", pg_keyed_reset, pg_keyed_count)
+        pg_upsert_baseline = Contender(
+            "psql \\copy + ON CONFLICT",
+            psql(url, "-f", str(pg_staging_upsert_script(data))),
+            pg_keyed_reset,
+            pg_keyed_count,
+        )
         cases += [
             Case(
                 "pg-insert",
@@ -544,25 +560,29 @@ def build_cases(data: DataFile, config: Config) -> list[Case]:
             Case(
                 "pg-keyed-insert",
                 "PostgreSQL insert, sku-keyed table",
-                antioom_contender(data, url, "products_keyed", pg_keyed_insert_reset, pg_kc),
-                Contender(
-                    "psql \\copy (sku key)",
-                    pg_copy_command(url, data, "products_keyed"),
-                    pg_keyed_insert_reset,
-                    pg_kc,
-                ),
+                pg_keyed_insert,
+                pg_keyed_baseline,
+                Target(1.1, "<= 1.1x"),
+            ),
+            Case(
+                "pg-keyed-insert-workers",
+                "PostgreSQL insert, sku-keyed table, --workers 2",
+                replace(pg_keyed_insert, command=[*pg_keyed_insert.command, "--workers", "2"]),
+                pg_keyed_baseline,
                 Target(1.1, "<= 1.1x"),
             ),
             Case(
                 "pg-upsert",
                 "PostgreSQL upsert by sku",
-                antioom_contender(data, url, "products", pg_keyed_reset, pg_keyed_count),
-                Contender(
-                    "psql \\copy + ON CONFLICT",
-                    psql(url, "-f", str(pg_staging_upsert_script(data))),
-                    pg_keyed_reset,
-                    pg_keyed_count,
-                ),
+                pg_upsert,
+                pg_upsert_baseline,
+                Target(0.8, "<= 0.8x"),
+            ),
+            Case(
+                "pg-upsert-workers",
+                "PostgreSQL upsert by sku, --workers 2",
+                replace(pg_upsert, command=[*pg_upsert.command, "--workers", "2"]),
+                pg_upsert_baseline,
                 Target(0.8, "<= 0.8x"),
             ),
         ]

@@ -104,12 +104,14 @@ def test_a_parallel_import_killed_resumes_part_by_part_exactly(
 def test_what_cannot_run_in_parts_runs_in_one_pass_and_says_why(
     tmp_path: Path, pg_url: str
 ) -> None:
-    """SQLite (one writer), an upsert, a small file: one pass, and a note saying why."""
+    """SQLite (one writer), a limit, a small file: one pass, and a note saying why. (An
+    upsert or keyed insert is written by key partitions instead: test_key_partitions.)"""
     data = write_products(tmp_path / "small.csv", 3000, reject_every=1000)
     sqlite = f"sqlite:///{tmp_path / 'db.sqlite'}"
     cases: list[tuple[list[str], str]] = [
         (["--db", sqlite, "--table", "t"], "SQLite takes one writer"),
-        (["--db", pg_url, "--dataset", "products", "--table", new_table()], "need one pass"),
+        (["--db", sqlite, "--dataset", "products"], "SQLite takes one writer"),
+        (["--db", pg_url, "--table", new_table(), "--limit", "3000"], "need one pass"),
         (["--db", pg_url, "--table", new_table()], "smaller than 2 parts"),
     ]
     for args, why in cases:

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack, suppress
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -117,7 +118,11 @@ def import_csv(
     a key, limit or reject cap, into a database that takes several writers (not SQLite);
     otherwise it is imported in one pass and ``notes`` says why. In parts, ``on_reject`` is
     called from the parts' threads (one at a time), not in record order, and
-    ``refused_before_commit`` does not apply.
+    ``refused_before_commit`` does not apply. An upsert or keyed insert is parsed once and
+    written by ``workers`` connections, keys partitioned among them (see
+    :mod:`antioom.engine.partition`), where the database allows it (PostgreSQL, a table whose
+    only unique index is the key, exact text or integer keys, no triggers); ``on_reject`` is
+    then called from the writers' threads, one at a time.
     """
     import_id = import_id or uuid.uuid4().hex
     target, options = _target_and_options(
@@ -166,7 +171,10 @@ def import_csv(
         began = time.monotonic()
         try:
             in_parts, why_not = None, None
-            if workers > 1 and not dry_run:
+            by_key = workers > 1 and not dry_run and _keyed(target) and not _one_writer(db)
+            if by_key:
+                options = replace(options, writers=workers)
+            elif workers > 1 and not dry_run:
                 why_not = _why_one_pass(source, db, target, options)
                 if why_not is None:
                     in_parts = plan_file(str(source), options, workers)
@@ -197,6 +205,7 @@ def import_csv(
                     flush_rejects=flush_rejects,
                     cancel=cancel,
                     refused_before_commit=refused_before_commit,
+                    open_writer=(lambda: open_sink(db)) if by_key else None,
                 )
                 if why_not is not None:
                     summary.notes.append(f"imported in one pass: {why_not}")
@@ -299,16 +308,25 @@ def queue_csv(
         return submit(reader, job, enqueue)
 
 
+def _one_writer(db: str) -> bool:
+    return db.startswith("sqlite")
+
+
+def _keyed(target: Target) -> bool:
+    """Whether the import writes by key (an upsert or a keyed insert)."""
+    return bool(target.key or (target.dataset is not None and target.dataset.key))
+
+
 def _why_one_pass(
     source: str | Path | Readable, db: str, target: Target, options: Options
 ) -> str | None:
     """Why ``source`` cannot be imported in parts side by side, or None if it may be."""
     if not isinstance(source, str | Path) or str(source) == "-" or not os.path.isfile(source):
         return "only a regular file can be read in parts"
-    if db.startswith("sqlite"):
+    if _one_writer(db):
         return "SQLite takes one writer at a time"
     if not splittable(target, options):
-        return "upserts, keyed inserts, --limit, --max-rejects, --drop and --truncate need one pass"
+        return "--limit, --max-rejects, --drop and --truncate need one pass"
     with open(source, "rb") as head:
         magic = head.read(4)
     if magic.startswith((GZIP_MAGIC, ZSTD_MAGIC)):

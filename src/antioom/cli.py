@@ -390,8 +390,9 @@ def import_command(
         int,
         typer.Option(
             min=1,
-            help="Import a local file in up to N parts side by side, one connection each "
-            "(an uncompressed file, an insert without a key; not SQLite).",
+            help="Write with N connections side by side: an insert without a key in up to "
+            "N parts of a local file, an upsert or keyed insert with its keys partitioned "
+            "among N writers (PostgreSQL). Not SQLite.",
         ),
     ] = 1,
     as_json: JsonOption = False,

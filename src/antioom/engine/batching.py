@@ -28,6 +28,7 @@ class _Segment:
     block_row: int
     first_record: int
     gaps: list[int]
+    records: pa.Array | None = None  # the block's row record numbers, when it was filtered
 
 
 @dataclass
@@ -59,12 +60,70 @@ class Batch:
         offsets = [segment.row_offset for segment in self.segments]
         segment = self.segments[bisect.bisect_right(offsets, row) - 1]
         block_row = segment.block_row + row - segment.row_offset
+        if segment.records is not None:
+            return int(segment.records[block_row].as_py())
         return record_at(segment.first_record, segment.gaps, block_row)
 
     @property
     def end_record(self) -> int:
         """The record number of the last row: the ledger's resume point once committed."""
         return self.record_number(self.rows - 1) if self.rows else 0
+
+
+class Batcher:
+    """Cuts validated blocks, handed in one at a time, into batches (sequence numbers from
+    ``first_seq``; the first accounts for the records from ``first_record``)."""
+
+    def __init__(
+        self,
+        import_id: str,
+        *,
+        batch_size: int,
+        batch_bytes: int,
+        first_seq: int = 0,
+        first_record: int = 1,
+    ) -> None:
+        self.import_id = import_id
+        self.batch_size = batch_size
+        self.batch_bytes = batch_bytes
+        self.seq = first_seq
+        self.start = first_record
+        self._pieces: list[pa.Table] = []
+        self._segments: list[_Segment] = []
+        self._rows = 0
+        self._size = 0
+
+    def add(self, block: Validated) -> Iterator[Batch]:
+        """The batches ``block`` completes."""
+        table = block.table
+        row_bytes = max(1, table.nbytes // max(1, table.num_rows))
+        offset = 0
+        while offset < table.num_rows:
+            room = min(
+                self.batch_size - self._rows, max(1, (self.batch_bytes - self._size) // row_bytes)
+            )
+            piece = table.slice(offset, room)
+            self._segments.append(
+                _Segment(self._rows, offset, block.first_record, block.gaps, block.records)
+            )
+            self._pieces.append(piece)
+            self._rows += piece.num_rows
+            self._size += piece.num_rows * row_bytes
+            offset += piece.num_rows
+            if self._rows >= self.batch_size or self._size >= self.batch_bytes:
+                yield self._cut()
+
+    def finish(self) -> Iterator[Batch]:
+        """The last, partly filled batch, if any."""
+        if self._pieces:
+            yield self._cut()
+
+    def _cut(self) -> Batch:
+        batch = Batch(self.import_id, self.seq, _combine(self._pieces), self._segments, self.start)
+        self.seq += 1
+        self.start = batch.end_record + 1
+        self._pieces, self._segments, self._rows, self._size = [], [], 0, 0
+        return batch
 
 
 def rebatch(
@@ -76,34 +135,17 @@ def rebatch(
     first_seq: int = 0,
     first_record: int = 1,
 ) -> Iterator[Batch]:
-    """Cut a stream of validated blocks into batches (sequence numbers from ``first_seq``;
-    the first accounts for the records from ``first_record``)."""
-    seq = first_seq
-    start = first_record
-    pieces: list[pa.Table] = []
-    segments: list[_Segment] = []
-    rows = 0
-    size = 0
+    """Cut a stream of validated blocks into batches (see :class:`Batcher`)."""
+    batcher = Batcher(
+        import_id,
+        batch_size=batch_size,
+        batch_bytes=batch_bytes,
+        first_seq=first_seq,
+        first_record=first_record,
+    )
     for block in validated:
-        table = block.table
-        row_bytes = max(1, table.nbytes // max(1, table.num_rows))
-        offset = 0
-        while offset < table.num_rows:
-            room = min(batch_size - rows, max(1, (batch_bytes - size) // row_bytes))
-            piece = table.slice(offset, room)
-            segments.append(_Segment(rows, offset, block.first_record, block.gaps))
-            pieces.append(piece)
-            rows += piece.num_rows
-            size += piece.num_rows * row_bytes
-            offset += piece.num_rows
-            if rows >= batch_size or size >= batch_bytes:
-                batch = Batch(import_id, seq, _combine(pieces), segments, start)
-                yield batch
-                seq += 1
-                start = batch.end_record + 1
-                pieces, segments, rows, size = [], [], 0, 0
-    if pieces:
-        yield Batch(import_id, seq, _combine(pieces), segments, start)
+        yield from batcher.add(block)
+    yield from batcher.finish()
 
 
 def _combine(pieces: list[pa.Table]) -> pa.Table:

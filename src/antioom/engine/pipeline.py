@@ -7,9 +7,13 @@ Two threads and one bounded queue::
     caller thread:  sink.write (one transaction per batch) → progress ◀─────┘
 
 Arrow's parser and the database driver both release the GIL, so parsing the next batch
-overlaps writing this one. The queue holds at most ``QUEUE_BATCHES`` batches: when the database
-is slow, the parser blocks on ``put``, stops reading, and the source (a file, or a network
-connection through :class:`~antioom.engine.source.ByteChannel`) is not read any further.
+overlaps writing this one. An upsert or keyed insert may instead be written by several
+connections, one writer thread and one queue each, the parser sending every key's rows to
+the same writer (:mod:`antioom.engine.partition`).
+
+A queue holds at most ``QUEUE_BATCHES`` batches: when the database is slow, the parser blocks
+on ``put``, stops reading, and the source (a file, or a network connection through
+:class:`~antioom.engine.source.ByteChannel`) is not read any further.
 """
 
 from __future__ import annotations
@@ -18,13 +22,25 @@ import queue
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Literal
 
 import pyarrow as pa
 
-from antioom.engine.batching import Batch, rebatch
+from antioom.engine.batching import Batch, Batcher, rebatch
 from antioom.engine.datasets import Dataset
+from antioom.engine.partition import (
+    MAX_PARTITIONS,
+    Spans,
+    after_record,
+    all_partition_seqs,
+    partition_seqs,
+    row_records,
+    split,
+    why_not_partitioned,
+)
 from antioom.engine.parts import PART_SEQS, Part
 from antioom.engine.progress import Meter, ProgressEvent, Summary
 from antioom.engine.records import Block, CsvRecords, Dialect
@@ -72,6 +88,7 @@ class Options:
     limit: int | None = None  # import the first N records only
     max_rejects: int | None = None  # fail (TooManyRejects) once more rows are rejected
     part: Part | None = None  # the source is this part of a split input (engine.parts)
+    writers: int = 1  # key partitions written side by side (engine.partition), if possible
 
 
 class _End:
@@ -95,6 +112,7 @@ def run_import(
     flush_rejects: Callable[[], None] | None = None,
     cancel: threading.Event | None = None,
     refused_before_commit: bool = False,
+    open_writer: Callable[[], Sink] | None = None,
 ) -> Summary:
     """Import ``source`` into ``sink``; returns the summary or raises an AntioomError.
 
@@ -113,6 +131,12 @@ def run_import(
 
     With ``options.part``, ``source`` holds that part's bytes only (parsed with
     ``options.dialect``, the plan's), and the summary and the resume point are the part's.
+
+    With ``options.writers`` > 1 and ``open_writer`` (which opens another connection), an
+    upsert or keyed insert is written by that many key partitions side by side, one
+    connection each (:mod:`antioom.engine.partition`); otherwise by ``sink`` alone, and the
+    summary's notes say why. Callbacks are then called from the writers' threads, one at a
+    time.
     """
     import_id = options.import_id or uuid.uuid4().hex
     name = target.dataset.name if target.dataset else (target.table or "")
@@ -120,6 +144,7 @@ def run_import(
     cancel = cancel or threading.Event()
     stop = threading.Event()
     records: CsvRecords | None = None
+    writers: list[Sink] = [sink]
     dialect = options.dialect
     if target.dataset is not None and dialect.header is None:
         dialect = replace(dialect, header=True)  # a dataset's columns are found by name
@@ -143,8 +168,22 @@ def run_import(
         validator = Validator(dataset, _included(records, target, dataset))
         if target.reset != "drop":  # prepare first: it also brings an older ledger up to date
             sink.prepare(dataset, alter=target.alter)
-        earlier = sink.committed(import_id, part.seqs if part is not None else ALL_SEQS)
-        if part is None and earlier.next_seq > PART_SEQS:
+        partitions = _partitions(options, sink, dataset, open_writer, meter.summary.notes)
+        if partitions > 1:
+            earlier = sink.committed(import_id, all_partition_seqs(partitions))
+            if sink.committed(import_id).batches != earlier.batches:
+                raise ImportConflict(
+                    f"import {import_id} was written otherwise before (one writer, parts, or "
+                    "another --workers): it resumes only the same way"
+                )
+            resumed = [
+                sink.committed(import_id, partition_seqs(partitions, index))
+                for index in range(partitions)
+            ]
+        else:
+            earlier = sink.committed(import_id, part.seqs if part is not None else ALL_SEQS)
+            resumed = [earlier]
+        if part is None and partitions == 1 and earlier.next_seq > PART_SEQS:
             raise ImportConflict(
                 f"import {import_id} was imported in parts: it resumes only in the same parts "
                 "(the same --workers, or by the workers it was queued for)"
@@ -168,9 +207,14 @@ def run_import(
                 sink.prepare(dataset, alter=target.alter)
         if earlier.batches:
             _resume(meter.summary, earlier)
-            blocks = _after(blocks, earlier.end_record)
+            resume_point = min(c.end_record if c.batches else first_record - 1 for c in resumed)
+            blocks = _after(blocks, resume_point)
         if options.limit is not None:
             blocks = _upto(blocks, options.limit)
+        while len(writers) < partitions:
+            assert open_writer is not None
+            writers.append(open_writer())
+            writers[-1].prepare(dataset)
     except AntioomError as exc:
         early: Literal["failed", "aborted"] = (
             "aborted" if isinstance(exc, ImportCancelled) else "failed"
@@ -178,13 +222,17 @@ def run_import(
         exc.summary = meter.finish(early, str(exc))  # type: ignore[attr-defined]
         if records is not None:
             records.close()
+        _close_extra(writers)
         raise
-    items: queue.Queue[QueueItem] = queue.Queue(maxsize=QUEUE_BATCHES)
+    queues: list[queue.Queue[QueueItem]] = [
+        queue.Queue(maxsize=QUEUE_BATCHES) for _ in range(partitions)
+    ]
+    items = queues[0]
 
-    def put(item: QueueItem) -> None:
+    def put(item: QueueItem, into: queue.Queue[QueueItem] = items) -> None:
         while not stop.is_set():
             try:
-                items.put(item, timeout=0.1)
+                into.put(item, timeout=0.1)
                 return
             except queue.Full:
                 continue
@@ -207,22 +255,69 @@ def run_import(
         except BaseException as exc:  # handed to the caller's thread, which raises it
             put(_End(exc))
 
-    parser = threading.Thread(target=parse, name=f"antioom-parse-{import_id[:8]}", daemon=True)
+    def parse_partitions() -> None:
+        ends = [c.end_record if c.batches else first_record - 1 for c in resumed]
+        batchers = [
+            Batcher(
+                import_id,
+                batch_size=options.batch_size,
+                batch_bytes=options.batch_bytes,
+                first_seq=c.next_seq if c.batches else partition_seqs(partitions, index).start,
+                first_record=ends[index] + 1,
+            )
+            for index, c in enumerate(resumed)
+        ]
+        spans = [Spans(end) for end in ends]
+
+        def send(index: int, made: Iterator[Batch]) -> None:
+            for batch in made:
+                spans[index].account(batch)
+                batch.payload = writers[index].encode(batch.table)
+                put(batch, queues[index])
+
+        try:
+            for block in blocks:
+                if stop.is_set():
+                    return
+                validated = validator.validate(block)
+                owned = split(validated, dataset.key, partitions, row_records(validated))
+                for index, mine in enumerate(owned):
+                    mine = after_record(mine, ends[index])
+                    if mine.rejects:
+                        spans[index].rejected(mine.rejects)
+                        put(mine.rejects, queues[index])
+                    send(index, batchers[index].add(mine))
+            for index, batcher in enumerate(batchers):
+                send(index, batcher.finish())
+            for into in queues:
+                put(_End(), into)
+        except BaseException as exc:  # handed to the writers, the first raises it
+            for into in queues:
+                put(_End(exc), into)
+
+    parser = threading.Thread(
+        target=parse if partitions == 1 else parse_partitions,
+        name=f"antioom-parse-{import_id[:8]}",
+        daemon=True,
+    )
     parser.start()
     status: Literal["completed", "failed", "aborted"] = "failed"
+    consume = partial(
+        _consume,
+        meter=meter,
+        source=source,
+        on_progress=on_progress,
+        early_reject=on_reject if refused_before_commit else None,
+        on_reject=on_reject,
+        flush_rejects=flush_rejects,
+        cancel=cancel,
+        max_rejects=options.max_rejects,
+    )
     try:
-        _consume(
-            items,
-            sink,
-            meter,
-            source,
-            on_progress,
-            on_reject if refused_before_commit else None,
-            on_reject,
-            flush_rejects,
-            cancel,
-            options.max_rejects,
-        )
+        if partitions == 1:
+            consume(items, sink)
+        else:
+            _consume_side_by_side(consume, queues, writers, stop)
         status = "completed"
     except ImportCancelled as exc:
         status = "aborted"
@@ -237,12 +332,81 @@ def run_import(
         stop.set()
         parser.join()
         records.close()
+        _close_extra(writers)
         if on_progress is not None and status != "completed" and meter.summary.finished_at:
             on_progress(meter.event())
     summary = meter.finish("completed")
     if on_progress is not None:
         on_progress(meter.event())
     return summary
+
+
+def _partitions(
+    options: Options,
+    sink: Sink,
+    dataset: Dataset,
+    open_writer: Callable[[], Sink] | None,
+    notes: list[str],
+) -> int:
+    """How many key partitions write this import (1: the sink alone)."""
+    if options.writers <= 1 or options.part is not None:
+        return 1
+    why_not = why_not_partitioned(dataset) if open_writer is not None else "one connection"
+    if why_not is None and dataset.key:
+        why_not = sink.why_one_writer()
+    if why_not is not None:
+        if dataset.key:
+            notes.append(f"written by one connection: {why_not}")
+        return 1
+    notes.append(f"written by {options.writers} connections side by side, keys partitioned")
+    return min(options.writers, MAX_PARTITIONS)
+
+
+def _close_extra(writers: list[Sink]) -> None:
+    """Close the connections opened for key partitions (the first is the caller's)."""
+    for writer in writers[1:]:
+        with suppress(Exception):
+            writer.close()
+
+
+def _consume_side_by_side(
+    consume: Callable[..., None],
+    queues: list[queue.Queue[QueueItem]],
+    writers: list[Sink],
+    stop: threading.Event,
+) -> None:
+    """Run one writer thread per partition; the first error stops the others (each at its
+    next batch) and is raised here. Ctrl-C stops them too, after their current batch."""
+    lock = threading.RLock()
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            consume(queues[index], writers[index], guard=lock, stop=stop)
+        except BaseException as exc:
+            with lock:
+                errors.append(exc)
+            stop.set()
+
+    threads = [
+        threading.Thread(target=run, args=(index,), name=f"antioom-writer-{index}")
+        for index in range(len(writers))
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.2)
+    except KeyboardInterrupt:
+        stop.set()
+        for thread in threads:
+            while thread.is_alive():
+                with suppress(KeyboardInterrupt):
+                    thread.join()
+        raise
+    if errors:
+        raise next((e for e in errors if not isinstance(e, ImportCancelled)), errors[0])
 
 
 def resolve_dataset(source: Readable, target: Target, dialect: Dialect) -> Dataset:
@@ -262,6 +426,7 @@ def resolve_dataset(source: Readable, target: Target, dialect: Dialect) -> Datas
 def _consume(
     items: queue.Queue[QueueItem],
     sink: Sink,
+    *,
     meter: Meter,
     source: CountingReader,
     on_progress: Callable[[ProgressEvent], None] | None,
@@ -270,8 +435,14 @@ def _consume(
     flush_rejects: Callable[[], None] | None,
     cancel: threading.Event,
     max_rejects: int | None,
+    guard: AbstractContextManager[Any] | None = None,
+    stop: threading.Event | None = None,
 ) -> None:
+    """Write the batches of ``items`` with ``sink`` until the parser's end marker. Several
+    writers share the meter and the callbacks under ``guard`` (a lock), and leave quietly
+    once ``stop`` is set (another writer failed, or Ctrl-C)."""
     summary = meter.summary
+    guard = guard if guard is not None else nullcontext()
 
     def check_rejects() -> None:
         if max_rejects is not None and summary.failed > max_rejects:
@@ -281,7 +452,8 @@ def _consume(
             )
 
     if on_progress is not None:
-        on_progress(meter.event())
+        with guard:
+            on_progress(meter.event())
     while True:
         try:
             item = items.get(timeout=0.2)
@@ -289,42 +461,65 @@ def _consume(
             item = None
         if cancel.is_set():
             raise ImportCancelled(f"import cancelled after {summary.processed} committed rows")
+        if stop is not None and stop.is_set():
+            return
         if item is None:
             continue
         if isinstance(item, _End):
-            if flush_rejects is not None:
-                flush_rejects()
-            if item.error is not None:
-                raise _as_user_error(item.error)
-            summary.bytes = source.bytes_read
+            with guard:
+                if flush_rejects is not None:
+                    flush_rejects()
+                if item.error is not None:
+                    raise _as_user_error(item.error)
+                summary.bytes = source.bytes_read
             return
         if isinstance(item, list):
-            summary.rows += len(item)
-            for reject in item:
-                meter.rejected(reject)
-                if on_reject is not None:
-                    on_reject(reject)
-            check_rejects()
+            with guard:
+                summary.rows += len(item)
+                for reject in item:
+                    meter.rejected(reject)
+                    if on_reject is not None:
+                        on_reject(reject)
+                check_rejects()
             continue
-        if flush_rejects is not None:
-            flush_rejects()
+        with guard:
+            if flush_rejects is not None:
+                flush_rejects()
         reported: set[int] = set()
         if early_reject is not None:
-            item.before_commit = _reporter(item, reported, early_reject, flush_rejects)
+            item.before_commit = _reporter(
+                item,
+                reported,
+                _guarded(guard, early_reject),
+                _guarded(guard, flush_rejects) if flush_rejects is not None else None,
+            )
         result = sink.write(item)
-        summary.batches += 1
-        summary.rows += item.rows
-        if not result.duplicate:
-            summary.processed += item.rows - len(result.errors)
-        for error in result.errors:
-            reject = Reject(record=item.record_number(error.row), column=None, reason=error.reason)
-            meter.rejected(reject)
-            if on_reject is not None and error.row not in reported:
-                on_reject(reject)
-        summary.bytes = source.bytes_read
-        if on_progress is not None:
-            on_progress(meter.event())
-        check_rejects()
+        with guard:
+            summary.batches += 1
+            summary.rows += item.rows
+            if not result.duplicate:
+                summary.processed += item.rows - len(result.errors)
+            for error in result.errors:
+                reject = Reject(
+                    record=item.record_number(error.row), column=None, reason=error.reason
+                )
+                meter.rejected(reject)
+                if on_reject is not None and error.row not in reported:
+                    on_reject(reject)
+            summary.bytes = source.bytes_read
+            if on_progress is not None:
+                on_progress(meter.event())
+            check_rejects()
+
+
+def _guarded(
+    guard: AbstractContextManager[Any], callback: Callable[..., None]
+) -> Callable[..., None]:
+    def call(*args: Any) -> None:
+        with guard:
+            callback(*args)
+
+    return call
 
 
 def _reporter(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import logging
 import re
 import time
@@ -125,8 +126,11 @@ class Meter:
         if key not in counts and len(counts) >= MAX_REASONS:
             key = OTHER_REASON
         counts[key] = counts.get(key, 0) + 1
-        if len(self.summary.rejects) < self._sample_rejects:
-            self.summary.rejects.append(reject)
+        # The sample holds the lowest record numbers, whatever order writers report them in.
+        sample = self.summary.rejects
+        if len(sample) < self._sample_rejects or (sample and reject.record < sample[-1].record):
+            bisect.insort(sample, reject, key=lambda kept: kept.record)
+            del sample[self._sample_rejects :]
 
     def event(self) -> ProgressEvent:
         s = self.summary

@@ -53,6 +53,8 @@ class Validated:
     first_record: int
     gaps: list[int] = field(default_factory=list)  # records of this block that are not rows
     rejects: list[Reject] = field(default_factory=list)
+    # Each row's record number, for a block whose rows were filtered (then ``gaps`` is unused).
+    records: pa.Array | None = None
 
 
 @dataclass

@@ -162,6 +162,13 @@ class Sink(abc.ABC):
         """Serialise ``table`` for :meth:`write`; runs in the parser thread."""
         return table
 
+    def why_one_writer(self) -> str | None:
+        """Why the prepared table must be written by this one connection, or None if key
+        partitions may write it side by side (engine.partition): only where two rows can
+        collide in the database only when their keys are equal as typed (no unique index
+        beyond the key, no case-insensitive key, no triggers)."""
+        return "this database is written by one connection"
+
     @abc.abstractmethod
     def committed(self, import_id: str, seqs: range = ALL_SEQS) -> Committed:
         """What earlier runs of ``import_id`` committed in batches ``seqs`` (one part's, or

@@ -237,6 +237,41 @@ class PostgresSink(Sink):
                 )
         return existing
 
+    def why_one_writer(self) -> str | None:
+        key = list(self.dataset.key)
+        try:
+            with self.conn.transaction():
+                exact = self.conn.execute(
+                    "SELECT count(*) FILTER (WHERE t.typname IN ('text', 'varchar', 'int2', "
+                    "'int4', 'int8') AND coalesce(c.collisdeterministic, true)) "
+                    "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+                    "LEFT JOIN pg_collation c ON c.oid = a.attcollation "
+                    "WHERE a.attrelid = %(table)s::regclass AND a.attname = ANY(%(key)s)",
+                    {"table": self.table.as_string(self.conn), "key": key},
+                ).fetchone()
+                other_unique = self.conn.execute(
+                    "SELECT count(*) FROM pg_index i WHERE i.indrelid = %(table)s::regclass "
+                    "AND i.indisunique AND (i.indexprs IS NOT NULL OR NOT ARRAY("
+                    "SELECT attnum FROM pg_attribute WHERE attrelid = i.indrelid "
+                    "AND attname = ANY(%(key)s))::int2[] <@ i.indkey::int2[])",
+                    {"table": self.table.as_string(self.conn), "key": key},
+                ).fetchone()
+                triggers = self.conn.execute(
+                    "SELECT (SELECT count(*) FROM pg_trigger WHERE tgrelid = %(table)s::regclass "
+                    "AND NOT tgisinternal) + (SELECT count(*) FROM pg_constraint "
+                    "WHERE conrelid = %(table)s::regclass AND contype = 'x')",
+                    {"table": self.table.as_string(self.conn)},
+                ).fetchone()
+        except psycopg.Error as exc:
+            raise DatabaseUnavailable(f"PostgreSQL failed: {_first_line(exc)}") from None
+        if exact is None or exact[0] != len(key):
+            return "the key is not plain text or integers compared exactly"
+        if other_unique is not None and other_unique[0]:
+            return f"{self.dataset.table} has a unique index beyond the key"
+        if triggers is not None and triggers[0]:
+            return f"{self.dataset.table} has triggers or exclusion constraints"
+        return None
+
     def _lock(self, table: str) -> None:
         """Wait for the advisory lock of ``table`` (a name in the current schema unless
         qualified), until the transaction ends: serialises antioom's DDL on that name."""
