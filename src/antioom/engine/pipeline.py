@@ -349,17 +349,15 @@ def _partitions(
     notes: list[str],
 ) -> int:
     """How many key partitions write this import (1: the sink alone)."""
-    if options.writers <= 1 or options.part is not None:
+    if options.writers <= 1 or options.part is not None or open_writer is None:
         return 1
-    why_not = why_not_partitioned(dataset) if open_writer is not None else "one connection"
-    if why_not is None and dataset.key:
-        why_not = sink.why_one_writer()
+    why_not = why_not_partitioned(dataset) or sink.why_one_writer()
     if why_not is not None:
-        if dataset.key:
-            notes.append(f"written by one connection: {why_not}")
+        notes.append(f"written by one connection: {why_not}")
         return 1
-    notes.append(f"written by {options.writers} connections side by side, keys partitioned")
-    return min(options.writers, MAX_PARTITIONS)
+    count = min(options.writers, MAX_PARTITIONS)
+    notes.append(f"written by {count} connections side by side, keys partitioned")
+    return count
 
 
 def _close_extra(writers: list[Sink]) -> None:
