@@ -165,8 +165,8 @@ def keep_last(table: pa.Table, key: tuple[str, ...]) -> pa.Table:
 
 def last_rows(table: pa.Table, key: tuple[str, ...]) -> pa.Array | None:
     """The indices (ascending) of the last row of each key, or None if no key repeats."""
-    if len(key) == 1 and pc.count_distinct(table.column(key[0])).as_py() == table.num_rows:
-        return None
+    if len(key) == 1 and len(pc.unique(table.column(key[0]))) == table.num_rows:
+        return None  # (unique: a third of count_distinct's time; one null counts as a key)
     numbered = table.select(list(key)).append_column(
         "antioom_row", pa.array(range(table.num_rows), pa.int64())
     )
