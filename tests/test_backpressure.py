@@ -19,6 +19,7 @@ from antioom.engine.pipeline import Options, Target, run_import
 from antioom.engine.records import Dialect
 from antioom.engine.source import ByteChannel, CountingReader
 from antioom.sinks.base import WriteResult
+from antioom.sinks.postgres import PostgresSink
 from antioom.sinks.sqlite import SQLiteSink
 
 ROWS = 200_000
@@ -177,3 +178,48 @@ def test_cancel_before_the_first_batch_writes_nothing(write_csv, sqlite_url, fet
         import_csv(write_csv(products_csv(100)), sqlite_url, dataset="products", cancel=cancel)
     assert info.value.summary.processed == 0  # type: ignore[attr-defined]
     assert fetch(sqlite_url, "SELECT count(*) FROM products") == [(0,)]
+
+
+class SlowPostgresSink(PostgresSink):
+    """PostgreSQL, every batch ``delay`` seconds slower; several share one ``seen`` list."""
+
+    def __init__(self, url: str, delay: float, producer: Producer, seen: list[int]) -> None:
+        super().__init__(url)
+        self.delay = delay
+        self.producer = producer
+        self.seen = seen  # bytes sent when each write began
+
+    def write(self, batch: Batch) -> WriteResult:
+        self.seen.append(self.producer.sent)
+        time.sleep(self.delay)
+        return super().write(batch)
+
+
+def test_writers_of_key_partitions_throttle_the_producer_too(pg_url):
+    """Two writers, each with its own queue of two batches: the parser still waits for the
+    database, so the producer stays within a few batches of what has been written."""
+    data = products_csv(ROWS)
+    channel = ByteChannel(max_bytes=64 << 10)
+    producer = Producer(channel, data)
+    seen: list[int] = []
+    sink = SlowPostgresSink(pg_url, 0.02, producer, seen)
+    thread = producer.start()
+    try:
+        summary = run_import(
+            CountingReader(channel),
+            sink,
+            Target(dataset=PRODUCTS),
+            Options(dialect=Dialect(max_record_bytes=64 << 10), batch_size=5_000, writers=2),
+            open_writer=lambda: SlowPostgresSink(pg_url, 0.02, producer, seen),
+        )
+    finally:
+        channel.abandon()
+        thread.join(10)
+        sink.close()
+    assert producer.error is None
+    assert "written by 2 connections side by side, keys partitioned" in summary.notes
+    assert summary.processed == ROWS
+    assert len(seen) >= ROWS // 5_000
+    for index, sent in enumerate(seen[: len(seen) // 2]):
+        written = index * 5_000 * (len(data) / ROWS)
+        assert sent - written < 2 << 20, f"producer {sent - written:.0f} bytes ahead at {index}"
