@@ -145,30 +145,54 @@ def test_a_killed_import_resumes_writer_by_writer_exactly(
 
 
 @pytest.mark.parametrize(
-    ("columns", "why"),
+    ("columns", "note"),
     [
+        # Two rows of different keys could collide there, and which one wins would depend on
+        # timing: one writer, and a note saying why.
         ("sku text PRIMARY KEY, name text UNIQUE", "unique index beyond the key"),
-        ("sku char(12) PRIMARY KEY, name text", "not plain text or integers"),
+        ("sku text COLLATE {collation} PRIMARY KEY, name text", "not text or integers"),
+        ("sku text PRIMARY KEY, name text, up text REFERENCES {table}", "foreign key to itself"),
+        # Blank-padded keys ('a' and 'a ' are one key) are partitioned without trailing spaces.
+        ("sku char(12) PRIMARY KEY, name text", "written by 2 connections"),
     ],
 )
-def test_a_table_where_two_keys_could_collide_is_written_by_one_connection(
-    tmp_path: Path, pg_url: str, columns: str, why: str
+def test_where_two_keys_could_collide_one_connection_writes(
+    tmp_path: Path, pg_url: str, columns: str, note: str
 ) -> None:
-    """Two rows of different keys could collide there (on another unique index; in a
-    blank-padded key, 'a' and 'a ' are one key), and which one wins would depend on timing:
-    one writer, and a note saying why."""
     data = write_products(tmp_path / "small.csv", 3_000, reject_every=1_000, clean=500)
     table = new_table()
+    collation = f"{table}_ci"
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f"CREATE TABLE {table} ({columns}, price float8, updated_at timestamptz)")
+        conn.execute(
+            f"CREATE COLLATION {collation} (provider = icu, locale = 'und-u-ks-level2', "
+            "deterministic = false)"
+        )
+        shape = columns.format(collation=collation, table=table)
+        conn.execute(f"CREATE TABLE {table} ({shape}, price float8, updated_at timestamptz)")
     done = antioom(
         "import", data.path, "--db", pg_url, "--dataset", "products", "--table", table,
         "--workers", "2", "--json",
     )  # fmt: skip
     summary = json.loads(done.stdout)
     assert summary["status"] == "completed", summary
-    assert any(why in note for note in summary["notes"]), summary["notes"]
+    assert any(note in line for line in summary["notes"]), summary["notes"]
     assert table_rows(pg_url, table) == data.expected()
+
+
+def test_drop_and_two_writers_make_the_table_anew_then_partition(
+    upserts: Products, pg_url: str
+) -> None:
+    """--drop: the table is made anew before the writers are chosen (its old shape, here one
+    with another unique index, does not count)."""
+    table = new_table()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (sku text PRIMARY KEY, name text UNIQUE)")
+    command = ["import", upserts.path, "--db", pg_url, "--dataset", "products"]
+    done = antioom(*command, "--table", table, "--drop", "--workers", "2", *BATCH, "--json")
+    summary = json.loads(done.stdout)
+    assert summary["status"] == "completed", summary
+    assert "written by 2 connections side by side, keys partitioned" in summary["notes"]
+    assert table_rows(pg_url, table) == upserts.expected()
 
 
 # --------------------------------------------------------------------------- the parts
@@ -193,24 +217,36 @@ def test_a_key_has_one_partition_whatever_its_batch() -> None:
 
 
 def test_the_partitions_spans_add_up_to_the_records_read() -> None:
-    """A block of 10 records (13 and 16 rejected) split in two: each partition's batches
-    account for its own rows and rejects only, so together the ledger spans (plus the rejects
-    after a partition's last batch, which a resume reads again) count the 10 records once."""
-    table = pa.table({"sku": [f"k{i}" for i in range(8)]})
-    rejects = [Reject(record=r, column="price", reason="bad") for r in (13, 16)]
-    block = Validated(table, 10, gaps=[13, 16], rejects=rejects)
-    records = row_records(block)
-    assert records.to_pylist() == [10, 11, 12, 14, 15, 17, 18, 19]
+    """Three blocks (records 10-33): rejects among rows, a block whose rows all have one key
+    (so one partition gets no rows from it), a block of rejects only. Each partition's batches
+    account for its own rows and rejects only, so together the ledger spans, plus the rejects
+    after a partition's last batch (which a resume reads again), count every record once."""
+
+    def block(first: int, keys: list[str], rejected: list[int]) -> Validated:
+        rejects = [Reject(record=r, column="price", reason="bad") for r in rejected]
+        return Validated(pa.table({"sku": pa.array(keys, pa.string())}), first, rejected, rejects)
+
+    blocks = [
+        block(10, [f"k{i}" for i in range(8)], [13, 16]),
+        block(20, ["same"] * 9, [25]),
+        block(30, [], [30, 31, 32, 33]),
+    ]
+    assert row_records(blocks[0]).to_pylist() == [10, 11, 12, 14, 15, 17, 18, 19]
     spanned = tails = 0
-    for index, part in enumerate(split(block, ["sku"], 2, records)):
-        assert all(reject.record % 2 == index for reject in part.rejects)
-        assert part.records is not None
+    for index in range(2):
         spans = Spans(9)
-        spans.rejected(part.rejects)
         batcher = Batcher("id", batch_size=3, batch_bytes=1 << 20, first_record=10)
-        for batch in [*batcher.add(part), *batcher.finish()]:
+        rejects: list[int] = []
+        for whole in blocks:
+            part = split(whole, ["sku"], 2, row_records(whole))[index]
+            assert all(reject.record % 2 == index for reject in part.rejects)
+            rejects += [reject.record for reject in part.rejects]
+            spans.block(part)
+            for batch in batcher.add(part):
+                spans.account(batch)
+                spanned += batch.end_record - batch.start_record + 1
+        for batch in batcher.finish():
             spans.account(batch)
-            assert batch.end_record in part.records.to_pylist()
             spanned += batch.end_record - batch.start_record + 1
-        tails += sum(1 for reject in part.rejects if reject.record > spans.end_record)
-    assert spanned + tails == 10
+        tails += sum(1 for record in rejects if record > spans.end_record)
+    assert spanned + tails == 24

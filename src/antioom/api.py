@@ -120,9 +120,9 @@ def import_csv(
     called from the parts' threads (one at a time), not in record order, and
     ``refused_before_commit`` does not apply. An upsert or keyed insert is parsed once and
     written by ``workers`` connections, keys partitioned among them (see
-    :mod:`antioom.engine.partition`), where the database allows it (PostgreSQL, a table whose
-    only unique index is the key, exact text or integer keys, no triggers); ``on_reject`` is
-    then called from the writers' threads, one at a time.
+    :mod:`antioom.engine.partition`), where the database allows it (PostgreSQL, no unique
+    index but the key's, text or integer keys compared exactly, no triggers) and there is no
+    reject cap; ``on_reject`` is then called from the writers' threads, one at a time.
     """
     import_id = import_id or uuid.uuid4().hex
     target, options = _target_and_options(
@@ -171,7 +171,13 @@ def import_csv(
         began = time.monotonic()
         try:
             in_parts, why_not = None, None
-            by_key = workers > 1 and not dry_run and _keyed(target) and not _one_writer(db)
+            by_key = (
+                workers > 1
+                and not dry_run
+                and _keyed(target)
+                and not _one_writer(db)
+                and max_rejects is None  # which rows land before the cap: not timing's call
+            )
             if by_key:
                 options = replace(options, writers=workers)
             elif workers > 1 and not dry_run:

@@ -26,7 +26,6 @@ import pyarrow.compute as pc
 from antioom.engine.batching import Batch
 from antioom.engine.datasets import Dataset
 from antioom.engine.parts import PART_SEQS
-from antioom.engine.rejects import Reject
 from antioom.engine.validate import Validated
 
 # Where the sequence numbers of an import in N partitions start: above any import in parts
@@ -64,16 +63,18 @@ def why_not_partitioned(dataset: Dataset) -> str | None:
 def key_partitions(table: pa.Table, key: Sequence[str], count: int) -> pa.Array:
     """Each row's partition (0 .. count-1), from its key columns' values alone.
 
-    Integers by value, text by the sum of its UTF-8 bytes and its length: vectorised,
-    stable across runs and processes, spread well enough for typical keys (equal keys
-    always agree, which is all correctness needs)."""
+    Integers by value, text by the sum of its UTF-8 bytes and its length, without trailing
+    spaces (which PostgreSQL's ``char(n)`` ignores and ``varchar(n)`` may cut: keys equal
+    there share a partition): vectorised, stable across runs and processes, spread well
+    enough for typical keys. Keys the database takes for equal must agree; that is all
+    correctness needs."""
     total: pa.Array | None = None
     for position, name in enumerate(key, start=1):
         column = table.column(name).combine_chunks()
         value = (
             pc.cast(column, pa.int64())
             if pa.types.is_integer(column.type)
-            else _text_hash(pc.cast(column, pa.large_string()))
+            else _text_hash(pc.utf8_rtrim(pc.cast(column, pa.large_string()), characters=" "))
         )
         value = pc.fill_null(value, 0)
         total = value if total is None else pc.add(total, pc.multiply(value, position))
@@ -119,45 +120,50 @@ def after_record(block: Validated, record: int) -> Validated:
 class Spans:
     """The ledger spans of one partition's batches: a batch accounts for its rows and the
     partition's rejects since its batch before (``start_record`` set so that
-    ``end_record - start_record + 1`` counts them), not for the other partitions' records."""
+    ``end_record - start_record + 1`` counts them), not for the other partitions' records.
+
+    Memory stays bounded by one block's rejects: every batch cut from now on ends at or after
+    the first record of the latest block that brought this partition rows, so the rejects
+    before that block are only counted; those of blocks after it (no rows of ours) are all
+    counted by the next batch, or by none (they follow the partition's last row)."""
 
     def __init__(self, end_record: int) -> None:
-        self._rejects: deque[int] = deque()
         self.end_record = end_record
+        self._settled = 0  # rejects before the latest block with rows of ours
+        self._in_row_block: deque[int] = deque()  # that block's rejects (record numbers)
+        self._after = 0  # rejects of the blocks after it
 
-    def rejected(self, rejects: Sequence[Reject]) -> None:
-        self._rejects.extend(reject.record for reject in rejects)
+    def block(self, block: Validated) -> None:
+        """Note ``block`` (one of this partition's, in input order) before its rows are
+        batched."""
+        if block.table.num_rows:
+            self._settled += len(self._in_row_block) + self._after
+            self._in_row_block = deque(reject.record for reject in block.rejects)
+            self._after = 0
+        else:
+            self._after += len(block.rejects)
 
     def account(self, batch: Batch) -> None:
         end = batch.end_record
-        rejected = 0
-        while self._rejects and self._rejects[0] <= end:
-            self._rejects.popleft()
+        rejected, self._settled = self._settled, 0
+        while self._in_row_block and self._in_row_block[0] <= end:
+            self._in_row_block.popleft()
             rejected += 1
         batch.start_record = end - (batch.rows + rejected) + 1
         self.end_record = end
 
 
 def row_records(block: Validated) -> pa.Array:
-    """The record number of each row of ``block`` (its records minus its gaps)."""
-    rows = block.table.num_rows
+    """The record number of each row of ``block``: its records minus its gaps."""
     if block.records is not None:
         return block.records
-    if not block.gaps:  # first_record, first_record + 1, ...
-        ones = pa.repeat(pa.scalar(1, pa.int64()), rows)
-        return pc.add(pc.cumulative_sum(ones), block.first_record - 1)
-    numbers: list[int] = []
-    number = block.first_record
-    gaps = iter(block.gaps)
-    gap = next(gaps, None)
-    while len(numbers) < rows:
-        while gap is not None and gap <= number:
-            if gap == number:
-                number += 1
-            gap = next(gaps, None)
-        numbers.append(number)
-        number += 1
-    return pa.array(numbers, pa.int64())
+    count = block.table.num_rows + len(block.gaps)
+    numbers = pc.add(
+        pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), count)), block.first_record - 1
+    )
+    if not block.gaps:
+        return numbers
+    return numbers.filter(pc.invert(pc.is_in(numbers, value_set=pa.array(block.gaps, pa.int64()))))
 
 
 def _text_hash(values: pa.Array) -> pa.Array:

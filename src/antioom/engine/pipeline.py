@@ -33,6 +33,7 @@ from antioom.engine.batching import Batch, Batcher, rebatch
 from antioom.engine.datasets import Dataset
 from antioom.engine.partition import (
     MAX_PARTITIONS,
+    PARTITIONED_SEQS,
     Spans,
     after_record,
     all_partition_seqs,
@@ -166,9 +167,10 @@ def run_import(
         meter.summary.dataset = dataset.name
         meter.summary.table = dataset.table
         validator = Validator(dataset, _included(records, target, dataset))
+        partitions = 1  # for --drop: decided below, once the table is made anew
         if target.reset != "drop":  # prepare first: it also brings an older ledger up to date
             sink.prepare(dataset, alter=target.alter)
-        partitions = _partitions(options, sink, dataset, open_writer, meter.summary.notes)
+            partitions = _partitions(options, sink, dataset, open_writer, meter.summary.notes)
         if partitions > 1:
             earlier = sink.committed(import_id, all_partition_seqs(partitions))
             if sink.committed(import_id).batches != earlier.batches:
@@ -183,6 +185,11 @@ def run_import(
         else:
             earlier = sink.committed(import_id, part.seqs if part is not None else ALL_SEQS)
             resumed = [earlier]
+        if part is None and partitions == 1 and earlier.next_seq > PARTITIONED_SEQS:
+            raise ImportConflict(
+                f"import {import_id} was written by several connections, keys partitioned: "
+                "it resumes only the same way (the same --workers)"
+            )
         if part is None and partitions == 1 and earlier.next_seq > PART_SEQS:
             raise ImportConflict(
                 f"import {import_id} was imported in parts: it resumes only in the same parts "
@@ -205,6 +212,8 @@ def run_import(
             sink.clear(dataset.table, drop=target.reset == "drop")
             if target.reset == "drop":  # a table of another shape is gone: create this one
                 sink.prepare(dataset, alter=target.alter)
+                partitions = _partitions(options, sink, dataset, open_writer, meter.summary.notes)
+                resumed = [Committed() for _ in range(partitions)]
         if earlier.batches:
             _resume(meter.summary, earlier)
             resume_point = min(c.end_record if c.batches else first_record - 1 for c in resumed)
@@ -215,11 +224,12 @@ def run_import(
             assert open_writer is not None
             writers.append(open_writer())
             writers[-1].prepare(dataset)
-    except AntioomError as exc:
-        early: Literal["failed", "aborted"] = (
-            "aborted" if isinstance(exc, ImportCancelled) else "failed"
-        )
-        exc.summary = meter.finish(early, str(exc))  # type: ignore[attr-defined]
+    except BaseException as exc:
+        if isinstance(exc, AntioomError):
+            early: Literal["failed", "aborted"] = (
+                "aborted" if isinstance(exc, ImportCancelled) else "failed"
+            )
+            exc.summary = meter.finish(early, str(exc))  # type: ignore[attr-defined]
         if records is not None:
             records.close()
         _close_extra(writers)
@@ -283,8 +293,8 @@ def run_import(
                 owned = split(validated, dataset.key, partitions, row_records(validated))
                 for index, mine in enumerate(owned):
                     mine = after_record(mine, ends[index])
+                    spans[index].block(mine)
                     if mine.rejects:
-                        spans[index].rejected(mine.rejects)
                         put(mine.rejects, queues[index])
                     send(index, batchers[index].add(mine))
             for index, batcher in enumerate(batchers):

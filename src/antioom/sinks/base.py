@@ -167,7 +167,7 @@ class Sink(abc.ABC):
         partitions may write it side by side (engine.partition): only where two rows can
         collide in the database only when their keys are equal as typed (no unique index
         beyond the key, no case-insensitive key, no triggers)."""
-        return "this database is written by one connection"
+        return "key partitions are written into PostgreSQL only"
 
     @abc.abstractmethod
     def committed(self, import_id: str, seqs: range = ALL_SEQS) -> Committed:

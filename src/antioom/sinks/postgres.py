@@ -238,38 +238,54 @@ class PostgresSink(Sink):
         return existing
 
     def why_one_writer(self) -> str | None:
-        key = list(self.dataset.key)
+        # Collations are all deterministic before PostgreSQL 12 (no collisdeterministic).
+        exact_collation = (
+            "coalesce((SELECT collisdeterministic FROM pg_collation WHERE oid = {}), true)"
+            if self.conn.info.server_version >= 120000
+            else "true"
+        )
+        params = {"table": self.table.as_string(self.conn), "key": list(self.dataset.key)}
+        checks = [
+            (
+                "the key is not text or integers compared exactly",
+                "SELECT count(*) <> cardinality(%(key)s::text[]) FROM pg_attribute a "
+                "JOIN pg_type t ON t.oid = a.atttypid WHERE a.attrelid = %(table)s::regclass "
+                "AND a.attname = ANY(%(key)s) AND t.typname IN "
+                "('text', 'varchar', 'bpchar', 'int2', 'int4', 'int8') AND "
+                + exact_collation.format("a.attcollation"),
+            ),
+            (
+                "it has a unique index beyond the key, or one that compares keys loosely",
+                "SELECT count(*) > 0 FROM pg_index i WHERE i.indrelid = %(table)s::regclass "
+                "AND i.indisunique AND (i.indexprs IS NOT NULL OR NOT ARRAY("
+                "SELECT attnum FROM pg_attribute WHERE attrelid = i.indrelid "
+                "AND attname = ANY(%(key)s))::int2[] <@ i.indkey::int2[] OR EXISTS ("
+                "SELECT FROM unnest(i.indcollation::oid[]) AS c(oid) WHERE c.oid <> 0 AND NOT "
+                + exact_collation.format("c.oid")
+                + "))",
+            ),
+            (
+                "it has triggers, exclusion constraints or a foreign key to itself",
+                "SELECT EXISTS (SELECT FROM pg_trigger WHERE tgrelid = %(table)s::regclass "
+                "AND NOT tgisinternal) OR EXISTS (SELECT FROM pg_constraint WHERE conrelid = "
+                "%(table)s::regclass AND (contype = 'x' OR (contype = 'f' AND "
+                "confrelid = conrelid)))",
+            ),
+            (
+                "it is partitioned or inherited",
+                "SELECT relkind <> 'r' OR EXISTS (SELECT FROM pg_inherits WHERE "
+                "inhparent = %(table)s::regclass OR inhrelid = %(table)s::regclass) "
+                "FROM pg_class WHERE oid = %(table)s::regclass",
+            ),
+        ]
         try:
             with self.conn.transaction():
-                exact = self.conn.execute(
-                    "SELECT count(*) FILTER (WHERE t.typname IN ('text', 'varchar', 'int2', "
-                    "'int4', 'int8') AND coalesce(c.collisdeterministic, true)) "
-                    "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
-                    "LEFT JOIN pg_collation c ON c.oid = a.attcollation "
-                    "WHERE a.attrelid = %(table)s::regclass AND a.attname = ANY(%(key)s)",
-                    {"table": self.table.as_string(self.conn), "key": key},
-                ).fetchone()
-                other_unique = self.conn.execute(
-                    "SELECT count(*) FROM pg_index i WHERE i.indrelid = %(table)s::regclass "
-                    "AND i.indisunique AND (i.indexprs IS NOT NULL OR NOT ARRAY("
-                    "SELECT attnum FROM pg_attribute WHERE attrelid = i.indrelid "
-                    "AND attname = ANY(%(key)s))::int2[] <@ i.indkey::int2[])",
-                    {"table": self.table.as_string(self.conn), "key": key},
-                ).fetchone()
-                triggers = self.conn.execute(
-                    "SELECT (SELECT count(*) FROM pg_trigger WHERE tgrelid = %(table)s::regclass "
-                    "AND NOT tgisinternal) + (SELECT count(*) FROM pg_constraint "
-                    "WHERE conrelid = %(table)s::regclass AND contype = 'x')",
-                    {"table": self.table.as_string(self.conn)},
-                ).fetchone()
+                for why, query in checks:
+                    found = self.conn.execute(query, params).fetchone()
+                    if found is None or found[0]:
+                        return f"{self.dataset.table}: {why}"
         except psycopg.Error as exc:
             raise DatabaseUnavailable(f"PostgreSQL failed: {_first_line(exc)}") from None
-        if exact is None or exact[0] != len(key):
-            return "the key is not plain text or integers compared exactly"
-        if other_unique is not None and other_unique[0]:
-            return f"{self.dataset.table} has a unique index beyond the key"
-        if triggers is not None and triggers[0]:
-            return f"{self.dataset.table} has triggers or exclusion constraints"
         return None
 
     def _lock(self, table: str) -> None:
