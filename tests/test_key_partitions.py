@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import time
@@ -141,6 +142,42 @@ def test_a_killed_import_resumes_writer_by_writer_exactly(
     assert summary["resumed_from"]["batches"] >= 20
     assert (summary["rows"], summary["processed"]) == (upserts.records, upserts.valid)
     assert summary["failed"] == len(upserts.rejected)
+    assert table_rows(pg_url, table) == upserts.expected()
+
+
+def test_ctrl_c_stops_both_writers_and_the_printed_command_resumes_exactly(
+    upserts: Products, pg_url: str
+) -> None:
+    """Ctrl-C: each writer finishes the batch it is writing, the import ends ``interrupted``
+    (exit 130) with the command that resumes it, and that command completes the table."""
+    table = new_table()
+    command = [*antioom_command(), "import", str(upserts.path), "--db", pg_url]
+    command += ["--dataset", "products", "--table", table, "--workers", "2", *BATCH]
+    process = subprocess.Popen(
+        command, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    batches = 0
+    while batches < 10 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+        try:
+            [(batches,)] = fetch(pg_url, "SELECT count(*) FROM antioom_batches")
+        except Exception:  # no ledger yet
+            batches = 0
+    assert process.poll() is None, "the import ended before Ctrl-C"
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    [(status,)] = fetch(pg_url, "SELECT status FROM antioom_imports")
+    assert status == "interrupted"
+    hint = next(line for line in stderr.splitlines() if line.startswith("resume with: "))
+    resume = shlex.split(hint.removeprefix("resume with: "))
+    assert "--workers" in resume
+    done = antioom(*resume[1:], "--json")
+    summary = json.loads(done.stdout)
+    assert summary["status"] == "completed", summary
+    assert (summary["rows"], summary["processed"]) == (upserts.records, upserts.valid)
     assert table_rows(pg_url, table) == upserts.expected()
 
 
