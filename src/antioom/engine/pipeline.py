@@ -234,8 +234,10 @@ def run_import(
             records.close()
         _close_extra(writers)
         raise
+    # Several writers share the queue budget (one batch each at least): as many batches wait
+    # for the database as with one writer, where the writers are few.
     queues: list[queue.Queue[QueueItem]] = [
-        queue.Queue(maxsize=QUEUE_BATCHES) for _ in range(partitions)
+        queue.Queue(maxsize=max(1, QUEUE_BATCHES // partitions)) for _ in range(partitions)
     ]
     items = queues[0]
 
