@@ -216,6 +216,23 @@ def test_where_two_keys_could_collide_one_connection_writes(
     assert table_rows(pg_url, table) == data.expected()
 
 
+def test_text_keys_into_an_integer_column_take_one_writer(tmp_path: Path, pg_url: str) -> None:
+    """'007' and '7' differ as text but would be one key in a bigint column, so text keys
+    into integers take one writer (a file where they collide fails either way: the staging
+    path cannot compare text with bigint)."""
+    table = new_table()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (sku bigint PRIMARY KEY, name text)")
+    path = tmp_path / "zeros.csv"
+    path.write_text("sku,name\n007,seven\n08,eight\n9,nine\n")
+    command = ["import", path, "--db", pg_url, "--table", table, "--key", "sku"]
+    done = antioom(*command, "--type", "sku=string", "--workers", "2", "--json")
+    summary = json.loads(done.stdout)
+    assert any("not text or integers" in note for note in summary["notes"]), summary["notes"]
+    rows = fetch(pg_url, f"SELECT sku, name FROM {table} ORDER BY sku")
+    assert rows == [(7, "seven"), (8, "eight"), (9, "nine")]
+
+
 def test_drop_and_two_writers_make_the_table_anew_then_partition(
     upserts: Products, pg_url: str
 ) -> None:

@@ -244,14 +244,22 @@ class PostgresSink(Sink):
             if self.conn.info.server_version >= 120000
             else "true"
         )
-        params = {"table": self.table.as_string(self.conn), "key": list(self.dataset.key)}
+        columns = {c.name: c.type for c in self.dataset.columns}
+        params = {
+            "table": self.table.as_string(self.conn),
+            "key": list(self.dataset.key),
+            # Text compared as text; integers as integers, or as their (canonical) text.
+            "text": [name for name in self.dataset.key if columns.get(name) == "string"],
+            "integer": [name for name in self.dataset.key if columns.get(name) == "integer"],
+        }
         checks = [
             (
                 "the key is not text or integers compared exactly",
                 "SELECT count(*) <> cardinality(%(key)s::text[]) FROM pg_attribute a "
                 "JOIN pg_type t ON t.oid = a.atttypid WHERE a.attrelid = %(table)s::regclass "
-                "AND a.attname = ANY(%(key)s) AND t.typname IN "
-                "('text', 'varchar', 'bpchar', 'int2', 'int4', 'int8') AND "
+                "AND (a.attname = ANY(%(text)s::text[]) AND t.typname IN "
+                "('text', 'varchar', 'bpchar') OR a.attname = ANY(%(integer)s::text[]) AND "
+                "t.typname IN ('int2', 'int4', 'int8', 'text', 'varchar', 'bpchar')) AND "
                 + exact_collation.format("a.attcollation"),
             ),
             (
