@@ -23,6 +23,7 @@ import psycopg
 import pyarrow as pa
 import pytest
 from conftest import antioom_command, clean_env, fetch
+from test_parallel import antioom
 from test_workers import new_table
 from worker_helpers import Products, cents_of, name_of, write_products
 
@@ -35,18 +36,19 @@ from antioom.engine.validate import Validated
 BATCH = ["--batch-size", "500"]
 
 
-def antioom(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [*antioom_command(), *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=clean_env(),
-        timeout=300,
-        check=False,
-    )
-    if check:
-        assert done.returncode == 0, done.stderr
-    return done
+def wait_for_batches(
+    process: subprocess.Popen[str] | subprocess.Popen[bytes], url: str, count: int
+) -> None:
+    """Until the ledger holds ``count`` batches (the import still running)."""
+    deadline = time.monotonic() + 120
+    batches = 0
+    while batches < count and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+        try:
+            [(batches,)] = fetch(url, "SELECT count(*) FROM antioom_batches")
+        except Exception:  # no ledger yet
+            batches = 0
+    assert process.poll() is None, "the import ended before it could be stopped"
 
 
 def table_rows(url: str, table: str) -> dict[str, tuple[str, int]]:
@@ -117,15 +119,7 @@ def test_a_killed_import_resumes_writer_by_writer_exactly(
     base += ["--table", table, *BATCH]
     command = [*antioom_command(), *base, "--workers", "2", "--quiet"]
     process = subprocess.Popen(command, env=clean_env(), start_new_session=True)
-    deadline = time.monotonic() + 120
-    batches = 0
-    while batches < 20 and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.02)
-        try:
-            [(batches,)] = fetch(pg_url, "SELECT count(*) FROM antioom_batches")
-        except Exception:  # no ledger yet
-            batches = 0
-    assert process.poll() is None, "the import ended before it could be killed"
+    wait_for_batches(process, pg_url, 20)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(30)
     [(committed,)] = fetch(pg_url, "SELECT count(*) FROM antioom_batches")
@@ -156,15 +150,7 @@ def test_ctrl_c_stops_both_writers_and_the_printed_command_resumes_exactly(
     process = subprocess.Popen(
         command, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    deadline = time.monotonic() + 120
-    batches = 0
-    while batches < 10 and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.02)
-        try:
-            [(batches,)] = fetch(pg_url, "SELECT count(*) FROM antioom_batches")
-        except Exception:  # no ledger yet
-            batches = 0
-    assert process.poll() is None, "the import ended before Ctrl-C"
+    wait_for_batches(process, pg_url, 10)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr

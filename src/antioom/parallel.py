@@ -10,7 +10,6 @@ each finished part closes itself in the ledger, so an interrupted import resumes
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
@@ -18,7 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from antioom.engine.parts import PART_SEQS, Part, Plan, plan
-from antioom.engine.pipeline import Options, Target, resolve_dataset, run_import
+from antioom.engine.pipeline import (
+    Options,
+    Target,
+    join_through_interrupts,
+    resolve_dataset,
+    run_import,
+)
 from antioom.engine.progress import ProgressEvent, Summary, rss_mb, utc_now
 from antioom.engine.rejects import Reject
 from antioom.engine.source import CountingReader, Readable
@@ -183,7 +188,7 @@ def import_in_parts(
             next(t for t in threads if t.is_alive()).join(0.2)
     except KeyboardInterrupt:  # Ctrl-C: the parts stop at their next batch
         stop.set()
-        _join_through_interrupts(threads)
+        join_through_interrupts(threads)
         raise
     summary = _whole(found, dataset.name, dataset.table, results, store, db, import_id)
     summary.started_at, summary.bytes = started_at, os.path.getsize(path)
@@ -206,15 +211,6 @@ def import_in_parts(
         raise failure
     summary.status = "completed"
     return summary
-
-
-def _join_through_interrupts(threads: list[threading.Thread]) -> None:
-    """Wait for the parts to stop (at their next batch), whatever Ctrl-C comes meanwhile:
-    the record then counts what they committed."""
-    for thread in threads:
-        while thread.is_alive():
-            with contextlib.suppress(KeyboardInterrupt):
-                thread.join()
 
 
 def _check_same_parts(sink: Sink, store: Store | None, import_id: str, parts: list[Part]) -> None:

@@ -410,13 +410,19 @@ def _consume_side_by_side(
                 thread.join(0.2)
     except KeyboardInterrupt:
         stop.set()
-        for thread in threads:
-            while thread.is_alive():
-                with suppress(KeyboardInterrupt):
-                    thread.join()
+        join_through_interrupts(threads)
         raise
     if errors:
         raise next((e for e in errors if not isinstance(e, ImportCancelled)), errors[0])
+
+
+def join_through_interrupts(threads: list[threading.Thread]) -> None:
+    """Wait for threads told to stop (at their next batch), whatever Ctrl-C comes meanwhile:
+    the record then counts what they committed."""
+    for thread in threads:
+        while thread.is_alive():
+            with suppress(KeyboardInterrupt):
+                thread.join()
 
 
 def resolve_dataset(source: Readable, target: Target, dialect: Dialect) -> Dataset:
