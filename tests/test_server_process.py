@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -486,11 +486,16 @@ def test_serve_refuses_public_address_without_keys(tmp_path: Path) -> None:
 
 
 class SlowSink(SQLiteSink):
-    """SQLite that takes ``delay_s`` longer per batch: a database slower than the client."""
+    """SQLite that takes ``delay_s`` longer per batch: a database slower than the client.
+    Notes how many bytes the client had sent when each write began."""
 
     delay_s = 0.1
+    sent_at_writes: ClassVar[list[int]] = []
+    body: ClassVar[TimedBody | None] = None
 
     def write(self, batch: Batch) -> WriteResult:
+        if self.body is not None:
+            self.sent_at_writes.append(self.body.sent)
         time.sleep(self.delay_s)
         return super().write(batch)
 
@@ -502,14 +507,14 @@ class TimedBody:
     rows: int
     chunk_rows: int = 2000
     taken: list[tuple[float, int]] = field(default_factory=list)
+    sent: int = 0
 
     def __iter__(self) -> Iterator[bytes]:
-        sent = 0
         yield HEADER
         for start in range(0, self.rows, self.chunk_rows):
             chunk = products_csv(self.chunk_rows, start=start)[len(HEADER) :]
-            sent += len(chunk)
-            self.taken.append((time.monotonic(), sent))
+            self.sent += len(chunk)
+            self.taken.append((time.monotonic(), self.sent))
             yield chunk
 
 
@@ -523,6 +528,8 @@ def test_slow_database_throttles_the_client(
     settings = Settings(db_url=f"sqlite:///{tmp_path / 'slow.db'}", batch_size=20_000)
     app = create_app(settings)
     body = TimedBody(rows=900_000)  # ~30 MB
+    monkeypatch.setattr(SlowSink, "body", body)
+    monkeypatch.setattr(SlowSink, "sent_at_writes", [])
     high_water: list[int] = []
     max_bytes: list[int] = []
     result: dict[str, Any] = {}
@@ -561,9 +568,14 @@ def test_slow_database_throttles_the_client(
         f"to send (import {data['duration_s']}s); channel high water {max(high_water)} of "
         f"{max_bytes[0]}; test-process RSS growth {rss_peak - rss_start:.1f} MB"
     )
-    # Unthrottled, localhost swallows 30 MB in well under a second. The database needs
-    # batches * delay; the client may run ahead only by the buffers (socket, channel, queue).
-    assert sending > 0.4 * batches * SlowSink.delay_s
+    # Unthrottled, localhost swallows 30 MB before the first batch is written. Throttled, the
+    # client runs ahead of what is written only by the buffers: socket buffers (up to ~10 MB
+    # on localhost), the channel (4 MiB), Arrow's read-ahead (3 MiB) and the batch queue.
+    per_batch = total / batches
+    ahead = [sent - index * per_batch for index, sent in enumerate(SlowSink.sent_at_writes)]
+    assert len(ahead) == batches
+    print(f"client at most {max(ahead[: batches // 2]) / 2**20:.1f} MB ahead of the writes")
+    assert max(ahead[: batches // 2]) < 22 << 20
     assert high_water and max(high_water) <= max_bytes[0]
     assert rss_peak - rss_start < RSS_GROWTH_MB
 
